@@ -1,0 +1,26 @@
+"""lightning_m3ddm: train, fine-tune, evaluate and run M3DDM video outpainting."""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names resolved lazily so `import lightning_m3ddm` stays cheap and one
+# broken optional piece (e.g. a video backend) does not break the model imports.
+_EXPORTS = {
+    "M3DDMUNet": "lightning_m3ddm.models.unet_3d",
+    "M3DDMUNetOutput": "lightning_m3ddm.models.unet_3d",
+    "GlobalFrameEncoder": "lightning_m3ddm.models.global_encoder",
+    "load_official_unet": "lightning_m3ddm.checkpoints",
+    "inflate_from_stable_diffusion": "lightning_m3ddm.checkpoints",
+    "CheckpointError": "lightning_m3ddm.checkpoints",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lightning_m3ddm' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)
