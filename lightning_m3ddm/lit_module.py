@@ -1,0 +1,366 @@
+"""M3DDMLitModule: the masked denoising objective with dual-condition dropout (paper 3.1-3.2).
+
+One training step: encode the clip, its masked version and the global frames with the
+frozen autoencoder; drop the context c1 and the global frames c2 to their null values
+independently (p1, p2); noise the clip latents at a random timestep; predict the noise
+from [noisy latents, masked-video latents, mask] with fps and global-frame cross-attention;
+MSE against the added noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
+from lightning_m3ddm.checkpoints import CheckpointError, inflate_from_stable_diffusion, load_official_unet
+from lightning_m3ddm.conditioning import (
+    Condition,
+    black_frame_latent,
+    decode_video,
+    encode_video,
+    mask_to_latent,
+    null_condition,
+    select,
+)
+from lightning_m3ddm.models.unet_3d import M3DDMUNet
+from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
+
+
+@dataclass
+class ConditionDropout:
+    """Probabilities of replacing c1 (video context) and c2 (global frames) by their null values.
+
+    The paper trains both (3.2.3) without giving p1, p2; 0.1 each (independent, so both are
+    dropped together 1% of the time) is this framework's default.
+    """
+
+    context: float = 0.1
+    global_frames: float = 0.1
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam, lr 1e-4, 1,000 warm-up steps (paper Appendix C.2); constant afterwards."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    warmup_steps: int = 1000
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass
+class UNetInit:
+    """Where the UNet's weights come from.
+
+    - ``config``: fresh weights from ``unet`` config fields;
+    - ``stable_diffusion``: a local Stable Diffusion 1.x folder, inflated to 3D;
+    - ``official``: the released M3DDM checkpoint folder;
+    - ``pretrained``: a ``save_pretrained`` folder of this framework, or a Lightning
+      ``.ckpt`` of a previous run (its EMA weights when it has them), e.g. the WebVid run
+      that the e-commerce fine-tuning starts from.
+    """
+
+    source: Literal["config", "stable_diffusion", "official", "pretrained"] = "config"
+    path: str | None = None
+
+
+@dataclass
+class PreviewConfig:
+    """Sample outpaintings logged during training."""
+
+    every_n_steps: int = 1000
+    num_samples: int = 2
+    num_inference_steps: int = 25
+    scheduler: str = "ddpm"
+    guidance_context: float = 2.0
+    guidance_global: float = 4.0
+
+
+class M3DDMLitModule(L.LightningModule):
+    """Training, validation and sample previews of the M3DDM UNet.
+
+    Args:
+        unet: M3DDMUNet config fields (its latent channels follow the autoencoder).
+        init: where the initial weights come from (see :class:`UNetInit`).
+        autoencoder: the frozen autoencoder; default a pixel-unshuffle (x4) stand-in.
+        noise_schedule: DDPM training schedule (1000 steps, scaled-linear 0.00085-0.012).
+        condition_dropout: p1, p2 of the dual classifier-free guidance training.
+        optimizer: optimizer and warm-up.
+        ema_decay: keep an exponential moving average of the UNet (e.g. 0.9999) used for
+            validation and prediction; None disables it.
+        max_nonfinite_steps: stop after this many steps in a row with a NaN/inf loss.
+        gradient_checkpointing: activation checkpointing inside every UNet block.
+        preview: sample outpaintings logged to TensorBoard every N steps.
+    """
+
+    def __init__(
+        self,
+        unet: dict[str, Any] | None = None,
+        init: UNetInit = UNetInit(),
+        autoencoder: Autoencoder | None = None,
+        noise_schedule: NoiseSchedule = NoiseSchedule(),
+        condition_dropout: ConditionDropout = ConditionDropout(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        ema_decay: float | None = None,
+        max_nonfinite_steps: int = 20,
+        gradient_checkpointing: bool = False,
+        preview: PreviewConfig = PreviewConfig(),
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["autoencoder"])
+        self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
+        self.autoencoder.requires_grad_(False)
+        self.unet = self._build_unet(unet or {}, init)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.ema_unet = None
+        if ema_decay is not None:
+            if not 0.0 < ema_decay < 1.0:
+                raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
+            self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.noise_scheduler = make_scheduler("ddpm", noise_schedule)
+        self.condition_dropout = condition_dropout
+        self.optimizer_config = optimizer
+        self.ema_decay = ema_decay
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.preview = preview
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+        self._last_ema_step = -1
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _build_unet(self, config: dict[str, Any], init: UNetInit) -> M3DDMUNet:
+        c = self.autoencoder.latent_channels
+        if init.source == "config":
+            fields = dict(in_channels=2 * c + 1, out_channels=c, global_latent_channels=c)
+            fields.update(config)
+            unet = M3DDMUNet(**fields)
+        elif init.path is None:
+            raise ValueError(f"init.source={init.source!r} needs init.path")
+        elif init.source == "stable_diffusion":
+            unet = inflate_from_stable_diffusion(init.path, **config)
+        elif init.source == "official":
+            unet = load_official_unet(init.path)
+        else:
+            unet = load_pretrained_unet(init.path)
+        if unet.config.out_channels != c or unet.config.in_channels != 2 * c + 1:
+            raise ValueError(
+                f"the UNet takes {unet.config.in_channels} input / {unet.config.out_channels} output channels, "
+                f"but the autoencoder has {c} latent channels (needs {2 * c + 1} / {c})"
+            )
+        return unet.train()
+
+    def denoiser(self) -> M3DDMUNet:
+        """The weights used for validation and sampling: the EMA ones when kept."""
+        return self.ema_unet if self.ema_unet is not None else self.unet
+
+    # -- the objective ------------------------------------------------------------------------
+
+    def encode_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        """Latents of the clip, its context condition, the global frames and the black-frame latent."""
+        video = batch["video"]
+        h, w = video.shape[-2:]
+        with torch.no_grad():
+            latents = encode_video(self.autoencoder, video, generator)
+            masked = encode_video(self.autoencoder, batch["masked_video"], generator)
+            global_latents = rearrange(
+                encode_video(self.autoencoder, batch["global_frames"], generator), "b c g h w -> b g c h w"
+            )
+            black = black_frame_latent(self.autoencoder, h, w, video.device, generator)
+        condition = Condition(masked, mask_to_latent(batch["mask"], tuple(latents.shape[-2:])))
+        return latents, condition, global_latents, black
+
+    def diffusion_loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        unet: M3DDMUNet,
+        *,
+        dropout: ConditionDropout | None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        latents, condition, global_latents, black = self.encode_batch(batch, generator)
+        b = latents.shape[0]
+        device = latents.device
+        if dropout is not None:
+            condition, global_latents, _, _ = drop_conditions(condition, global_latents, black, dropout, generator)
+        noise = torch.randn(latents.shape, device=device, generator=generator, dtype=latents.dtype)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (b,), device=device, generator=generator
+        )
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        pred = unet(condition.unet_input(noisy), timesteps, fps=batch["fps"], global_latents=global_latents).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        loss = self.diffusion_loss(batch, self.unet, dropout=self.condition_dropout)
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            self.nonfinite_in_row += 1
+            self.nonfinite_total += 1
+            self.log("train/skipped_steps", float(self.nonfinite_total), on_step=True)
+            if self.nonfinite_in_row >= self.max_nonfinite_steps:
+                raise RuntimeError(
+                    f"{self.nonfinite_in_row} training steps in a row had a non-finite loss "
+                    f"(last step {self.global_step}); stopping. Lower the learning rate or check the data."
+                )
+            return None  # skips backward and the optimizer step on every rank alike
+        self.nonfinite_in_row = 0
+        bs = batch["video"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=bs)
+        self.log("train/skipped_steps", float(self.nonfinite_total), on_step=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # fixed noise, timesteps and no condition dropout: comparable across evaluations
+        generator = torch.Generator(device=batch["video"].device).manual_seed(batch_idx)
+        loss = self.diffusion_loss(batch, self.denoiser(), dropout=None, generator=generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    # -- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        cfg = self.optimizer_config
+        cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+        opt = cls(self.unet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        warmup = max(cfg.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.unet.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            self.log("train/grad_norm", norm, on_step=True)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema_unet is None:
+            return
+        # warm-up of the decay, so that early averages are not dominated by the initial weights
+        step = self.global_step
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        ema = [p for p in self.ema_unet.parameters()]
+        cur = [p.detach() for p in self.unet.parameters()]
+        torch._foreach_lerp_(ema, cur, 1.0 - decay)
+        for eb, b in zip(self.ema_unet.buffers(), self.unet.buffers()):
+            eb.copy_(b)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.global_step != self._last_ema_step:  # only after a real optimizer step
+            self._last_ema_step = self.global_step
+            self.update_ema()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["m3ddm_unet_config"] = dict(self.unet.config)
+        checkpoint["m3ddm_counters"] = {
+            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_in_row": self.nonfinite_in_row,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counters = checkpoint.get("m3ddm_counters", {})
+        self.nonfinite_total = counters.get("nonfinite_total", 0)
+        self.nonfinite_in_row = counters.get("nonfinite_in_row", 0)
+        self._last_ema_step = checkpoint.get("global_step", -1)
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def outpaint_clip(
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        num_inference_steps: int = 50,
+        scheduler: str = "ddpm",
+        guidance: Guidance = Guidance(),
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """Generate the masked regions of the batch's clips: (B, F, 3, H, W) in [-1, 1].
+
+        Known pixels are pasted back from the input, as the generated region is what the
+        model was asked for.
+        """
+        unet = self.denoiser()
+        device = batch["video"].device
+        b = batch["video"].shape[0]
+        generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(b)]
+        latents, condition, global_latents, black = self.encode_batch(batch)
+        null = null_condition(condition, black)
+        tokens = unet.encode_global_frames(global_latents)
+        null_tokens = unet.encode_global_frames(torch.zeros_like(global_latents))
+        out = sample_latents(
+            unet,
+            make_scheduler(scheduler, self.hparams.noise_schedule),
+            condition,
+            null,
+            tokens,
+            null_tokens,
+            batch["fps"],
+            num_steps=num_inference_steps,
+            guidance=guidance,
+            generators=generators,
+        )
+        frames = decode_video(self.autoencoder, out).clamp(-1, 1)
+        mask = batch["mask"].to(frames.dtype)
+        return frames * mask + batch["masked_video"] * (1 - mask)
+
+
+def drop_conditions(
+    condition: Condition,
+    global_latents: torch.Tensor,
+    black_latent: torch.Tensor,
+    dropout: ConditionDropout,
+    generator: torch.Generator | None = None,
+) -> tuple[Condition, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace c1 by its null value with probability p1 and c2 with p2, independently per sample.
+
+    Returns the new condition, the new global latents (B, G, C, h, w) and the two (B,) bool
+    draws (context dropped, global frames dropped).
+    """
+    b = global_latents.shape[0]
+    device = global_latents.device
+    drop_context = torch.rand(b, device=device, generator=generator) < dropout.context
+    drop_global = torch.rand(b, device=device, generator=generator) < dropout.global_frames
+    condition = select(drop_context, null_condition(condition, black_latent), condition)
+    global_latents = torch.where(drop_global[:, None, None, None, None], torch.zeros_like(global_latents), global_latents)
+    return condition, global_latents, drop_context, drop_global
+
+
+def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
+    """A ``save_pretrained`` folder, or the (EMA if kept) UNet of an M3DDMLitModule checkpoint."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return M3DDMUNet.from_pretrained(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained UNet not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({err})") from err
+    state = ckpt.get("state_dict", {})
+    hp = ckpt.get("hyper_parameters", {})
+    prefix = "ema_unet." if any(k.startswith("ema_unet.") for k in state) else "unet."
+    unet_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not unet_state:
+        raise CheckpointError(f"{path}: no UNet weights in this checkpoint")
+    config = ckpt.get("m3ddm_unet_config") or hp.get("m3ddm_unet_config")
+    if config is None:
+        raise CheckpointError(f"{path}: checkpoint lacks the UNet config")
+    unet = M3DDMUNet.from_config(config)
+    unet.load_state_dict(unet_state, strict=True)
+    return unet

@@ -1,0 +1,161 @@
+"""Denoising windows of latents with dual classifier-free guidance (paper 3.2.3, eq. 4).
+
+    ε̂ = ε(∅, ∅) + s1 · (ε(c1, ∅) − ε(∅, ∅)) + s2 · (ε(c1, c2) − ε(c1, ∅))
+
+c1 is the video context (masked-video latents and mask, guides included), c2 the global
+frames. The three branches go through the UNet as one batch; the released script also
+computes ε(∅, c2), which eq. 4 never uses. Any diffusers scheduler works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from lightning_m3ddm.conditioning import Condition
+from lightning_m3ddm.models.unet_3d import M3DDMUNet
+
+SCHEDULERS = {
+    "ddpm": DDPMScheduler,
+    "pndm": PNDMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+}
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """Stable Diffusion's schedule, which M3DDM keeps (paper 3.1): 1000 steps, scaled-linear betas."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+
+    def kwargs(self) -> dict:
+        return dict(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+            beta_schedule=self.beta_schedule,
+        )
+
+
+def make_scheduler(name: str = "ddpm", schedule: NoiseSchedule = NoiseSchedule(), **kwargs):
+    """A diffusers scheduler by name: ddpm (paper), pndm (released script), ddim, dpm++."""
+    key = name.lower()
+    if key not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    extra = dict(kwargs)
+    if key == "pndm":
+        extra.setdefault("skip_prk_steps", True)
+    if key == "dpm++":
+        extra.setdefault("algorithm_type", "dpmsolver++")
+    return SCHEDULERS[key](**schedule.kwargs(), **extra)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Guidance scales of eq. 4; the paper's s1 = 2 (context), s2 = 4 (global frames), section 4.4.1."""
+
+    context: float = 2.0
+    global_frames: float = 4.0
+
+    def branches(self) -> tuple[str, ...]:
+        """UNet branches eq. 4 needs: '00' = ε(∅,∅), '10' = ε(c1,∅), '11' = ε(c1,c2)."""
+        if self.context == 1.0 and self.global_frames == 1.0:
+            return ("11",)
+        if self.context == 1.0:
+            return ("10", "11")
+        return ("00", "10", "11")
+
+    def combine(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
+        if set(eps) == {"11"}:
+            return eps["11"]
+        e10, e11 = eps["10"], eps["11"]
+        e00 = eps.get("00", e10)
+        return e00 + self.context * (e10 - e00) + self.global_frames * (e11 - e10)
+
+
+def guided_noise(
+    unet: M3DDMUNet,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    condition: Condition,
+    null_condition: Condition,
+    global_tokens: torch.Tensor,
+    null_global_tokens: torch.Tensor,
+    fps: torch.Tensor,
+    guidance: Guidance,
+) -> torch.Tensor:
+    """ε̂ for (B, C, F, h, w) latents: the needed branches in one UNet call, combined by eq. 4."""
+    branches = guidance.branches()
+    inputs, tokens = [], []
+    for branch in branches:
+        inputs.append((condition if branch[0] == "1" else null_condition).unet_input(latents))
+        tokens.append(global_tokens if branch[1] == "1" else null_global_tokens)
+    n = len(branches)
+    b = latents.shape[0]
+    eps = unet(
+        torch.cat(inputs),
+        timestep.expand(b).repeat(n),
+        fps=fps.repeat(n),
+        global_tokens=torch.cat(tokens),
+    ).sample
+    return guidance.combine(dict(zip(branches, eps.chunk(n))))
+
+
+def per_sample_noise(shape: Sequence[int], generators: list[torch.Generator] | None, device, dtype) -> torch.Tensor:
+    """Noise drawn sample by sample from its own generator, so batching does not change it."""
+    if generators is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return randn_tensor(tuple(shape), generator=generators, device=torch.device(device), dtype=dtype)
+
+
+@torch.no_grad()
+def sample_latents(
+    unet: M3DDMUNet,
+    scheduler,
+    condition: Condition,
+    null_condition: Condition,
+    global_tokens: torch.Tensor,
+    null_global_tokens: torch.Tensor,
+    fps: torch.Tensor,
+    *,
+    num_steps: int = 50,
+    guidance: Guidance = Guidance(),
+    init_latents: torch.Tensor | None = None,
+    generators: list[torch.Generator] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise a batch of windows; returns (B, C, F, h, w) latents.
+
+    ``init_latents`` (the encoded, border-inpainted frames) are noised to the first
+    timestep instead of starting from pure noise (paper's robustness trick, released
+    script's ``use_add_noise``). One generator per window makes batched windows equal to
+    windows run one by one.
+    """
+    b, _, f, h, w = condition.masked_latents.shape
+    channels = unet.config.out_channels
+    device, dtype = condition.masked_latents.device, unet.dtype
+    scheduler.set_timesteps(num_steps, device=device)
+    timesteps = scheduler.timesteps
+    noise = per_sample_noise((b, channels, f, h, w), generators, device, dtype)
+    if init_latents is not None:
+        latents = scheduler.add_noise(init_latents.to(dtype), noise, timesteps[:1].repeat(b))
+    else:
+        latents = noise * scheduler.init_noise_sigma
+    step_kwargs = {"generator": generators} if "generator" in scheduler.step.__code__.co_varnames else {}
+    for i, t in enumerate(timesteps):
+        model_in = scheduler.scale_model_input(latents, t)
+        eps = guided_noise(
+            unet, model_in, t.reshape(1).to(device), condition, null_condition, global_tokens, null_global_tokens, fps, guidance
+        )
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
+    return latents

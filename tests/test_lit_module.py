@@ -1,0 +1,145 @@
+"""M3DDMLitModule: dual-condition dropout, null values, loss, EMA, non-finite steps."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
+from lightning_m3ddm.conditioning import Condition, black_frame_latent, guide_frames, null_condition
+from lightning_m3ddm.data.augmentation import augment
+from lightning_m3ddm.lit_module import ConditionDropout, M3DDMLitModule, OptimizerConfig, drop_conditions
+
+TINY = dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8, attention_head_dim=4, layers_per_block=1)
+
+
+def make_batch(b=2, f=4, g=2, size=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    video = torch.rand(b, f, 3, size, size, generator=gen) * 2 - 1
+    global_frames = torch.rand(b, g, 3, size, size, generator=gen) * 2 - 1
+    aug = augment(video, gen, global_frames=global_frames)
+    return dict(
+        video=video,
+        masked_video=aug.masked_video,
+        mask=aug.mask,
+        global_frames=aug.global_frames,
+        fps=torch.randint(1, 31, (b,), generator=gen),
+    )
+
+
+def make_module(**kwargs):
+    return M3DDMLitModule(unet=TINY, autoencoder=PixelUnshuffleAutoencoder(4), **kwargs)
+
+
+def test_unet_channels_follow_the_autoencoder():
+    module = make_module()
+    assert module.unet.config.in_channels == 2 * 48 + 1 and module.unet.config.out_channels == 48
+    with pytest.raises(ValueError, match="latent channels"):
+        M3DDMLitModule(unet={**TINY, "in_channels": 9, "out_channels": 4}, autoencoder=PixelUnshuffleAutoencoder(4))
+
+
+def test_condition_dropout_rates_are_as_configured():
+    n, p1, p2 = 20000, 0.1, 0.3
+    cond = Condition(torch.randn(n, 2, 2, 1, 1), torch.ones(n, 1, 2, 1, 1))
+    g = torch.randn(n, 1, 2, 1, 1)
+    _, new_g, drop_c, drop_g = drop_conditions(
+        cond, g, torch.zeros(2, 1, 1), ConditionDropout(p1, p2), torch.Generator().manual_seed(0)
+    )
+    for observed, p in [(drop_c.float().mean(), p1), (drop_g.float().mean(), p2), ((drop_c & drop_g).float().mean(), p1 * p2)]:
+        assert abs(observed - p) < 4 * math.sqrt(p * (1 - p) / n)
+    assert torch.all(new_g[drop_g] == 0) and torch.equal(new_g[~drop_g], g[~drop_g])
+
+
+def test_null_context_is_black_latent_with_all_ones_mask_and_keeps_guides():
+    ae = PixelUnshuffleAutoencoder(4)
+    black = black_frame_latent(ae, 32, 32, torch.device("cpu"))
+    assert torch.all(black == -1)  # lossless autoencoder: a black frame stays -1
+    masked = torch.randn(1, 48, 3, 8, 8)
+    mask = torch.ones(1, 1, 3, 8, 8)
+    mask[:, :, 0] = 0  # frame 0 is a guide, given whole
+    null = null_condition(Condition(masked, mask), black)
+    assert guide_frames(mask).tolist() == [[True, False, False]]
+    assert torch.equal(null.masked_latents[:, :, 0], masked[:, :, 0]) and torch.all(null.mask[:, :, 0] == 0)
+    assert torch.all(null.masked_latents[:, :, 1:] == -1) and torch.all(null.mask[:, :, 1:] == 1)
+
+
+def test_loss_on_a_fixed_batch_matches_an_independent_computation():
+    module = make_module().eval()
+    batch = make_batch()
+    loss = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
+    again = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(loss, again) and torch.isfinite(loss) and loss > 0
+
+    # by hand: same draws, DDPM forward process written out
+    gen = torch.Generator().manual_seed(5)
+    latents, condition, global_latents, _ = module.encode_batch(batch)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, 1000, (2,), generator=gen)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
+    noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
+    x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
+    with torch.no_grad():
+        pred = module.unet(x, t, fps=batch["fps"], global_latents=global_latents).sample
+    torch.testing.assert_close(loss, ((pred - noise) ** 2).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_ema_update_is_an_exponential_average():
+    module = make_module(ema_decay=0.9)
+    with torch.no_grad():
+        for p in module.unet.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in module.ema_unet.parameters()]
+    module.update_ema()  # global_step 0: decay warms up to min(0.9, 1/10)
+    d = min(0.9, 1 / 10)
+    for e, b, p in zip(module.ema_unet.parameters(), before, module.unet.parameters()):
+        torch.testing.assert_close(e, d * b + (1 - d) * p)
+    assert module.denoiser() is module.ema_unet
+
+
+def test_nonfinite_loss_skips_the_step_and_stops_after_too_many():
+    module = make_module(max_nonfinite_steps=3)
+    bad = make_batch()
+    bad["video"] = torch.full_like(bad["video"], float("nan"))
+    assert module.training_step(bad, 0) is None
+    assert module.training_step(bad, 1) is None
+    assert module.nonfinite_total == 2
+    assert module.training_step(make_batch(), 2) is not None and module.nonfinite_in_row == 0
+    module.training_step(bad, 3)
+    module.training_step(bad, 4)
+    with pytest.raises(RuntimeError, match="3 training steps in a row"):
+        module.training_step(bad, 5)
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, bad):
+        self.bad = bad
+
+    def __len__(self):
+        return len(self.bad)
+
+    def __getitem__(self, i):
+        batch = {k: v[0] for k, v in make_batch(b=1, seed=i).items()}
+        if self.bad[i]:
+            batch["video"] = torch.full_like(batch["video"], float("inf"))
+        return batch
+
+
+def _fit(module, bad, tmp_path):
+    loader = torch.utils.data.DataLoader(_Batches(bad), batch_size=1)
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(module, loader)
+
+
+def test_trainer_leaves_weights_untouched_on_nonfinite_loss(tmp_path):
+    module = make_module(optimizer=OptimizerConfig(warmup_steps=1))
+    before = [p.clone() for p in module.unet.parameters()]
+    _fit(module, [True, True], tmp_path)
+    assert module.nonfinite_total == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
+    _fit(module, [False], tmp_path)
+    assert not all(torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
