@@ -14,6 +14,9 @@ _EXPORTS = {
     "load_official_unet": "lightning_m3ddm.checkpoints",
     "inflate_from_stable_diffusion": "lightning_m3ddm.checkpoints",
     "CheckpointError": "lightning_m3ddm.checkpoints",
+    "M3DDMLitModule": "lightning_m3ddm.lit_module",
+    "M3DDMDataModule": "lightning_m3ddm.data.datamodule",
+    "M3DDMFSDPStrategy": "lightning_m3ddm.distributed",
 }
 
 

@@ -75,18 +75,6 @@ class UNetInit:
     path: str | None = None
 
 
-@dataclass
-class PreviewConfig:
-    """Sample outpaintings logged during training."""
-
-    every_n_steps: int = 1000
-    num_samples: int = 2
-    num_inference_steps: int = 25
-    scheduler: str = "ddpm"
-    guidance_context: float = 2.0
-    guidance_global: float = 4.0
-
-
 class M3DDMLitModule(L.LightningModule):
     """Training, validation and sample previews of the M3DDM UNet.
 
@@ -101,7 +89,6 @@ class M3DDMLitModule(L.LightningModule):
             validation and prediction; None disables it.
         max_nonfinite_steps: stop after this many steps in a row with a NaN/inf loss.
         gradient_checkpointing: activation checkpointing inside every UNet block.
-        preview: sample outpaintings logged to TensorBoard every N steps.
     """
 
     def __init__(
@@ -115,7 +102,6 @@ class M3DDMLitModule(L.LightningModule):
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 20,
         gradient_checkpointing: bool = False,
-        preview: PreviewConfig = PreviewConfig(),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["autoencoder"])
@@ -134,7 +120,6 @@ class M3DDMLitModule(L.LightningModule):
         self.optimizer_config = optimizer
         self.ema_decay = ema_decay
         self.max_nonfinite_steps = max_nonfinite_steps
-        self.preview = preview
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
         self._last_ema_step = -1
