@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +89,7 @@ class M3DDMLitModule(L.LightningModule):
             validation and prediction; None disables it.
         max_nonfinite_steps: stop after this many steps in a row with a NaN/inf loss.
         gradient_checkpointing: activation checkpointing inside every UNet block.
+        seed: base seed of the per-step noise, timestep and dropout draws.
     """
 
     def __init__(
@@ -102,9 +103,25 @@ class M3DDMLitModule(L.LightningModule):
         ema_decay: float | None = None,
         max_nonfinite_steps: int = 20,
         gradient_checkpointing: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["autoencoder"])
+        init, noise_schedule = _as(UNetInit, init), _as(NoiseSchedule, noise_schedule)
+        condition_dropout, optimizer = _as(ConditionDropout, condition_dropout), _as(OptimizerConfig, optimizer)
+        # plain dicts in checkpoints, so they load with torch.load(weights_only=True)
+        self.save_hyperparameters(
+            {
+                "unet": dict(unet or {}),
+                "init": asdict(init),
+                "noise_schedule": asdict(noise_schedule),
+                "condition_dropout": asdict(condition_dropout),
+                "optimizer": asdict(optimizer),
+                "ema_decay": ema_decay,
+                "max_nonfinite_steps": max_nonfinite_steps,
+                "gradient_checkpointing": gradient_checkpointing,
+                "seed": seed,
+            }
+        )
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False)
         self.unet = self._build_unet(unet or {}, init)
@@ -188,8 +205,17 @@ class M3DDMLitModule(L.LightningModule):
         pred = unet(condition.unet_input(noisy), timesteps, fps=batch["fps"], global_latents=global_latents).sample
         return F.mse_loss(pred.float(), noise.float())
 
+    def step_generator(self, device: torch.device) -> torch.Generator:
+        """Noise, timesteps and condition dropout drawn from (seed, step, rank): a resumed run
+        continues exactly as an uninterrupted one, and ranks draw differently."""
+        rank = self.global_rank if self._trainer is not None else 0
+        return torch.Generator(device=device).manual_seed(
+            (self.hparams.seed * 1_000_003 + self.global_step * 65_537 + rank) % (2**63)
+        )
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        loss = self.diffusion_loss(batch, self.unet, dropout=self.condition_dropout)
+        generator = self.step_generator(batch["video"].device)
+        loss = self.diffusion_loss(batch, self.unet, dropout=self.condition_dropout, generator=generator)
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -290,7 +316,7 @@ class M3DDMLitModule(L.LightningModule):
         null_tokens = unet.encode_global_frames(torch.zeros_like(global_latents))
         out = sample_latents(
             unet,
-            make_scheduler(scheduler, self.hparams.noise_schedule),
+            make_scheduler(scheduler, NoiseSchedule(**self.hparams.noise_schedule)),
             condition,
             null,
             tokens,
@@ -303,6 +329,11 @@ class M3DDMLitModule(L.LightningModule):
         frames = decode_video(self.autoencoder, out).clamp(-1, 1)
         mask = batch["mask"].to(frames.dtype)
         return frames * mask + batch["masked_video"] * (1 - mask)
+
+
+def _as(cls, value):
+    """A config dataclass from itself or from a dict (as stored in checkpoints)."""
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def drop_conditions(
