@@ -26,6 +26,14 @@ class Autoencoder(nn.Module):
     latent_channels: int
     downscale: int
 
+    def init_args(self) -> dict:
+        """Constructor arguments, so checkpoints can rebuild the autoencoder (see :func:`from_spec`)."""
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
+
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, latent_channels, H/downscale, W/downscale)."""
         raise NotImplementedError
@@ -49,6 +57,9 @@ class PixelUnshuffleAutoencoder(Autoencoder):
         self.downscale = factor
         self.latent_channels = 3 * factor * factor
         self.scale = scale
+
+    def init_args(self) -> dict:
+        return {"factor": self.downscale, "scale": self.scale}
 
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return F.pixel_unshuffle(frames, self.downscale) * self.scale
@@ -89,6 +100,13 @@ class StableDiffusionVAE(Autoencoder):
         self.micro_batch = micro_batch
         self.latent_channels = self.vae.config.latent_channels
         self.downscale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self._init_args = dict(
+            path=str(path), subfolder=subfolder, scaling_factor=scaling_factor,
+            sample_posterior=sample_posterior, micro_batch=micro_batch, dtype=dtype,
+        )
+
+    def init_args(self) -> dict:
+        return dict(self._init_args)
 
     def train(self, mode: bool = True) -> "StableDiffusionVAE":
         return super().train(False)  # frozen: never in train mode
@@ -109,3 +127,17 @@ class StableDiffusionVAE(Autoencoder):
             for chunk in latents.split(self.micro_batch)
         ]
         return torch.cat(out).to(latents.dtype)
+
+
+def from_spec(spec: "Autoencoder | dict | None") -> Autoencoder:
+    """An autoencoder from an instance, a ``{class_path, init_args}`` dict of this module's
+    classes (as stored in checkpoints), or None (the pixel-unshuffle default)."""
+    if spec is None:
+        return PixelUnshuffleAutoencoder()
+    if isinstance(spec, Autoencoder):
+        return spec
+    classes = {f"{c.__module__}.{c.__qualname__}": c for c in (PixelUnshuffleAutoencoder, StableDiffusionVAE)}
+    path = spec.get("class_path")
+    if path not in classes:
+        raise ValueError(f"unknown autoencoder {path!r}; known: {sorted(classes)}")
+    return classes[path](**spec.get("init_args", {}))

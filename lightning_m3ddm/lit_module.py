@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
+from lightning_m3ddm.autoencoders import Autoencoder, from_spec
 from lightning_m3ddm.checkpoints import CheckpointError, inflate_from_stable_diffusion, load_official_unet
 from lightning_m3ddm.conditioning import (
     Condition,
@@ -81,7 +81,8 @@ class M3DDMLitModule(L.LightningModule):
     Args:
         unet: M3DDMUNet config fields (its latent channels follow the autoencoder).
         init: where the initial weights come from (see :class:`UNetInit`).
-        autoencoder: the frozen autoencoder; default a pixel-unshuffle (x4) stand-in.
+        autoencoder: the frozen autoencoder (an instance or a ``{class_path, init_args}`` dict);
+            default a pixel-unshuffle (x4) stand-in.
         noise_schedule: DDPM training schedule (1000 steps, scaled-linear 0.00085-0.012).
         condition_dropout: p1, p2 of the dual classifier-free guidance training.
         optimizer: optimizer and warm-up.
@@ -96,7 +97,7 @@ class M3DDMLitModule(L.LightningModule):
         self,
         unet: dict[str, Any] | None = None,
         init: UNetInit = UNetInit(),
-        autoencoder: Autoencoder | None = None,
+        autoencoder: Autoencoder | dict | None = None,
         noise_schedule: NoiseSchedule = NoiseSchedule(),
         condition_dropout: ConditionDropout = ConditionDropout(),
         optimizer: OptimizerConfig = OptimizerConfig(),
@@ -108,10 +109,14 @@ class M3DDMLitModule(L.LightningModule):
         super().__init__()
         init, noise_schedule = _as(UNetInit, init), _as(NoiseSchedule, noise_schedule)
         condition_dropout, optimizer = _as(ConditionDropout, condition_dropout), _as(OptimizerConfig, optimizer)
-        # plain dicts in checkpoints, so they load with torch.load(weights_only=True)
+        autoencoder = from_spec(autoencoder)
+        # plain data in checkpoints, so they load with torch.load(weights_only=True); the class
+        # path lets `--ckpt_path` runs of the CLI restore these hyperparameters
         self.save_hyperparameters(
             {
+                "_class_path": f"{type(self).__module__}.{type(self).__qualname__}",
                 "unet": dict(unet or {}),
+                "autoencoder": autoencoder.spec(),
                 "init": asdict(init),
                 "noise_schedule": asdict(noise_schedule),
                 "condition_dropout": asdict(condition_dropout),
@@ -122,7 +127,7 @@ class M3DDMLitModule(L.LightningModule):
                 "seed": seed,
             }
         )
-        self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
+        self.autoencoder = autoencoder
         self.autoencoder.requires_grad_(False)
         self.unet = self._build_unet(unet or {}, init)
         if gradient_checkpointing:

@@ -55,6 +55,7 @@ class SyntheticShardsDataModule(M3DDMDataModule):
         root: folder for the generated videos and shards.
         num_train_videos / num_val_videos: videos per split (val draws other seeds).
         video_width / video_height / video_frames / video_fps: generated video size.
+        videos_per_shard: small shards, so that every rank and worker gets some.
         **kwargs: any M3DDMDataModule argument (batch_size, resolution, num_frames, ...).
     """
 
@@ -67,6 +68,7 @@ class SyntheticShardsDataModule(M3DDMDataModule):
         video_height: int = 96,
         video_frames: int = 48,
         video_fps: float = 24.0,
+        videos_per_shard: int = 2,
         **kwargs: Any,
     ):
         root_path = Path(root)
@@ -79,11 +81,12 @@ class SyntheticShardsDataModule(M3DDMDataModule):
             root=root_path,
             num_train_videos=num_train_videos,
             num_val_videos=num_val_videos,
+            shard_size=videos_per_shard,
             video=dict(width=video_width, height=video_height, num_frames=video_frames, fps=video_fps),
         )
 
     def prepare_data(self) -> None:
         s = self.synthetic
-        ensure_synthetic_shards(s["root"], "train", s["num_train_videos"], seed=0, **s["video"])
-        if s["num_val_videos"]:
-            ensure_synthetic_shards(s["root"], "val", s["num_val_videos"], seed=1_000_000, **s["video"])
+        for split, count, seed in (("train", s["num_train_videos"], 0), ("val", s["num_val_videos"], 1_000_000)):
+            if count:
+                ensure_synthetic_shards(s["root"], split, count, seed=seed, shard_size=s["shard_size"], **s["video"])
