@@ -1,0 +1,40 @@
+"""``predict``: long-video outpainting with the hybrid coarse-to-fine pipeline (paper 3.3).
+
+Modules, in the order a video goes through them:
+
+* :mod:`.datamodule` -- inputs (paths, globs, folders, list files) -> one job per video;
+* :mod:`.video_stream` -- probing, streaming decode, H.264 writing with the audio;
+* :mod:`.canvas` -- a source frame drawn on the model canvas (context, inpainted start);
+* :mod:`.latent_store` -- per-frame latents on disk (memory bounded by design);
+* :mod:`.pipeline` -- :class:`OutpaintingPipeline`: prepare, generate level by level, decode;
+* :mod:`.composite` -- native-resolution (or canvas) output frames per target;
+* :mod:`.predictor` -- :class:`M3DDMPredictor`, the LightningModule;
+* :mod:`.writer` -- :class:`OutpaintingWriter`, the prediction-writer callback.
+"""
+
+from lightning_m3ddm.predict.datamodule import VideoJob, VideoPredictDataModule, resolve_jobs
+from lightning_m3ddm.predict.errors import PredictConfigError, PredictError, VideoInputError
+from lightning_m3ddm.predict.pipeline import (
+    GlobalFramesConfig,
+    OutpaintedVideo,
+    OutpaintingPipeline,
+    SamplingConfig,
+)
+from lightning_m3ddm.predict.predictor import M3DDMPredictor, VideoPrediction
+from lightning_m3ddm.predict.writer import OutpaintingWriter
+
+__all__ = [
+    "GlobalFramesConfig",
+    "M3DDMPredictor",
+    "OutpaintedVideo",
+    "OutpaintingPipeline",
+    "OutpaintingWriter",
+    "PredictConfigError",
+    "PredictError",
+    "SamplingConfig",
+    "VideoInputError",
+    "VideoJob",
+    "VideoPrediction",
+    "VideoPredictDataModule",
+    "resolve_jobs",
+]

@@ -1,0 +1,213 @@
+"""The videos of a predict run: inputs (paths, globs, folders, list files) -> one job per video.
+
+Each batch item is a :class:`VideoJob` (path, output stem, targets); decoding happens
+in the predictor, one video at a time, so the loader holds no frames. With several
+GPUs Lightning's unrepeated distributed sampler gives each rank its share of the
+videos (no video twice).
+
+Inputs:
+* a video path (a missing one still becomes a job, which fails with a clear message);
+* a glob (``videos/*.mp4``, ``**`` recursive), sorted;
+* a folder: the video files directly inside it, sorted;
+* a list file (``.txt``, ``.list``, ``.lst``): one input per line (relative paths are
+  relative to the list file; blank lines and ``#`` comments skipped), optionally
+  followed by a TAB and that video's own targets (``clip.mp4<TAB>9:16,1:1``).
+
+Targets: ``target_ratio`` ("9:16", or several "9:16,1:1") and/or explicit ``padding``
+("LEFT,RIGHT,TOP,BOTTOM" pixels) for every video without its own.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
+from lightning_m3ddm.predict.errors import PredictConfigError
+
+log = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".txt", ".list", ".lst")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input video and what to make of it.
+
+    Attributes:
+        path: the input file as given (resolved against a list file's folder).
+        stem: output name stem, unique within the run (``clip`` -> ``clip_9-16.mp4``).
+        targets: ratios / paddings to write, in order.
+        error: set when the job is known to fail before decoding (e.g. a bad ratio in a
+            list file, a glob that matched nothing): the message to report.
+    """
+
+    path: str
+    stem: str
+    targets: tuple[Target, ...] = ()
+    error: str | None = None
+
+
+def parse_targets(target_ratio: str | Sequence[str] | None, padding: str | None) -> tuple[Target, ...]:
+    """Targets from ``--target_ratio`` and ``--padding``.
+
+    Raises:
+        PredictConfigError: neither given, or one is unparsable (the message names it).
+    """
+    targets: list[Target] = []
+    try:
+        if target_ratio:
+            targets.extend(parse_ratios(target_ratio))
+        if padding:
+            targets.append(parse_padding(padding))
+    except ValueError as err:
+        raise PredictConfigError(str(err)) from None
+    if not targets:
+        raise PredictConfigError("no target: give --target_ratio (e.g. 9:16 or 9:16,1:1) or --padding L,R,T,B")
+    return tuple(targets)
+
+
+def _own_targets(spec: str) -> tuple[Target, ...]:
+    """A list file's per-video targets: ratios ("9:16,1:1") or one padding ("0,0,8,8")."""
+    try:
+        return parse_targets(spec, None)
+    except PredictConfigError as err:
+        try:
+            return (parse_padding(spec),)
+        except ValueError:
+            raise err from None
+
+
+def _expand(entry: str, base: Path | None, allow_lists: bool) -> list[tuple[str, str | None, str | None]]:
+    """(path, own target spec, error) for one input entry."""
+    text = entry.strip()
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if _GLOB_CHARS & set(text) and not path.exists():
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            return [(str(path), None, f"{path}: no file matches this pattern")]
+        return [(m, None, None) for m in matches if not Path(m).is_dir()]
+    if path.is_dir():
+        videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not videos:
+            return [(str(path), None, f"{path}: folder holds no video file ({', '.join(VIDEO_EXTENSIONS)})")]
+        return [(str(p), None, None) for p in videos]
+    if allow_lists and path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+        items = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, _, spec = line.partition("\t")
+            for item_path, _, error in _expand(name, path.parent, allow_lists=False):
+                items.append((item_path, spec.strip() or None, error))
+        if not items:
+            return [(str(path), None, f"{path}: list file names no video")]
+        return items
+    return [(str(path), None, None)]
+
+
+def resolve_jobs(
+    inputs: str | Sequence[str], target_ratio: str | Sequence[str] | None = None, padding: str | None = None
+) -> list[VideoJob]:
+    """Jobs for every input video, in input order, with unique output stems.
+
+    Raises:
+        PredictConfigError: the run-wide targets are missing or unparsable.
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    default_targets: tuple[Target, ...] | None = None
+    default_error: PredictConfigError | None = None
+    try:
+        default_targets = parse_targets(target_ratio, padding)
+    except PredictConfigError as err:
+        default_error = err
+    jobs: list[VideoJob] = []
+    stems: dict[str, int] = {}
+    for entry in inputs:
+        for path, spec, error in _expand(str(entry), None, allow_lists=True):
+            stem = Path(path).stem or "video"
+            stems[stem] = stems.get(stem, 0) + 1
+            if stems[stem] > 1:
+                unique = f"{stem}-{stems[stem]}"
+                log.warning("%s: another input is also named %r; writing it as %r", path, stem, unique)
+                stem = unique
+            targets: tuple[Target, ...] = ()
+            if error is None and spec is not None:
+                try:
+                    targets = _own_targets(spec)
+                except PredictConfigError as err:
+                    error = f"{path}: {err}"
+            elif error is None:
+                if default_error is not None:
+                    raise default_error
+                targets = default_targets
+            jobs.append(VideoJob(path, stem, targets, error))
+    if not jobs:
+        raise PredictConfigError("no input video given (--input PATHS)")
+    return jobs
+
+
+class VideoJobDataset(Dataset):
+    def __init__(self, jobs: Sequence[VideoJob]):
+        self.jobs = list(jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> VideoJob:
+        return self.jobs[index]
+
+
+def _as_list(items: list[VideoJob]) -> list[VideoJob]:
+    return list(items)
+
+
+class VideoPredictDataModule(L.LightningDataModule):
+    """Input videos for ``predict``; linked from the CLI's ``--input`` and ``--target_ratio``.
+
+    Args:
+        inputs: paths, globs, folders or list files (see the module docstring).
+        target_ratio: e.g. "9:16" or "9:16,1:1".
+        padding: explicit border "LEFT,RIGHT,TOP,BOTTOM" in source pixels.
+        batch_size: videos per predict step (each is outpainted on its own).
+    """
+
+    def __init__(
+        self,
+        inputs: str | list[str] | None = None,
+        target_ratio: str | None = None,
+        padding: str | None = None,
+        batch_size: int = 1,
+    ):
+        super().__init__()
+        self.inputs = inputs
+        self.target_ratio = target_ratio
+        self.padding = padding
+        self.batch_size = batch_size
+        if target_ratio or padding:
+            parse_targets(target_ratio, padding)  # a bad ratio fails now, before any model work
+        self.jobs: list[VideoJob] | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.inputs is None:
+            raise PredictConfigError("no input video given (--input PATHS)")
+        self.jobs = resolve_jobs(self.inputs, self.target_ratio, self.padding)
+
+    def transfer_batch_to_device(self, batch: list[VideoJob], device, dataloader_idx: int) -> list[VideoJob]:
+        return batch  # paths and targets only: frames are decoded by the predictor, on the spot
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.jobs is None:
+            self.setup("predict")
+        return DataLoader(VideoJobDataset(self.jobs), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)

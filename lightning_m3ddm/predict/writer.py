@@ -1,0 +1,168 @@
+"""OutpaintingWriter: writes ``DIR/<stem>_<ratio>.mp4`` for every prediction, records failures.
+
+For each video it streams the source a second time next to the decoded canvases and
+writes every target at once (one :class:`~lightning_m3ddm.predict.video_stream.Mp4Writer`
+per target, audio carried over), then deletes the video's latents. A failure (from
+the predictor or while writing) is logged as one line naming the file and kept in
+:attr:`OutpaintingWriter.failures`; the CLI exits non-zero when there is any. Outputs
+of a failed video are removed, never left half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from lightning_m3ddm.geometry import output_filename
+from lightning_m3ddm.predict.composite import OutputMode, make_compositor
+from lightning_m3ddm.predict.errors import PredictConfigError, PredictError
+from lightning_m3ddm.predict.predictor import VideoPrediction
+from lightning_m3ddm.predict.video_stream import Mp4Writer, copy_through, iter_source_frames
+
+log = logging.getLogger(__name__)
+
+
+def check_output_dir(path: str | os.PathLike | None) -> Path:
+    """Create ``path`` if needed and make sure files can be written there.
+
+    Raises:
+        PredictConfigError: naming the folder and the reason.
+    """
+    if path is None or str(path) == "":
+        raise PredictConfigError("no output folder given (--output_dir DIR)")
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PredictConfigError(f"output folder {folder}: exists and is not a folder") from None
+    except OSError as err:
+        raise PredictConfigError(f"output folder {folder}: cannot create it ({err.strerror or err})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".m3ddm-write-test-"):
+            pass
+    except OSError as err:
+        raise PredictConfigError(f"output folder {folder}: not writable ({err.strerror or err})") from None
+    return folder
+
+
+class OutpaintingWriter(BasePredictionWriter):
+    """Writes each prediction's videos; linked from the CLI's ``--output_dir``.
+
+    Args:
+        output_dir: folder for ``<stem>_<ratio>.mp4`` (created if missing).
+        mode: ``native`` (source resolution, source pixels untouched) or ``canvas``
+            (the model-resolution crop, as the released script).
+        seam: feathered seam width in model-canvas pixels (native mode; 0 = hard edge).
+        crf, preset: libx264 quality and speed.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        mode: OutputMode = "native",
+        seam: float = 2.0,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
+        super().__init__(write_interval="batch")
+        if mode not in ("native", "canvas"):
+            raise ValueError(f"mode must be 'native' or 'canvas', got {mode!r}")
+        self.output_dir = output_dir
+        self.mode = mode
+        self.seam = seam
+        self.crf = crf
+        self.preset = preset
+        self.written: list[Path] = []
+        self.failures: list[str] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = check_output_dir(self.output_dir)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Sequence[VideoPrediction],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for item in prediction:
+            self.write(item)
+
+    def write(self, prediction: VideoPrediction) -> list[Path]:
+        """Write every target of one prediction; record and log a failure instead of raising."""
+        folder = getattr(self, "folder", None) or check_output_dir(self.output_dir)
+        try:
+            if prediction.error is not None:
+                raise PredictError(prediction.error)
+            info = prediction.info
+            paths = []
+            for target in prediction.copy_targets:
+                destination = folder / output_filename(prediction.job.stem, target)
+                paths.append(copy_through(info, destination, self.crf, self.preset))
+            if prediction.video is not None:
+                paths.extend(self._write_outpainted(prediction, folder))
+            self.written.extend(paths)
+            for path in paths:
+                log.info("wrote %s", path)
+            return paths
+        except Exception as err:
+            if isinstance(err, PredictError):
+                message = str(err)
+            elif isinstance(err, OSError):  # disk full, permissions: the cause is the message
+                message = f"{prediction.job.path}: cannot write the output: {err.strerror or err} ({err.filename or folder})"
+            else:  # unexpected: keep the traceback in the log, the one-line summary for the report
+                message = f"{prediction.job.path}: {type(err).__name__}: {err}"
+                log.exception("%s: writing failed", prediction.job.path)
+            log.error("FAILED %s", message)
+            self.failures.append(message)
+            return []
+        finally:
+            prediction.close()
+
+    def _write_outpainted(self, prediction: VideoPrediction, folder: Path) -> list[Path]:
+        info, video = prediction.info, prediction.video
+        compositors = [
+            make_compositor(self.mode, video.painter, info.width, info.height, target, self.seam)
+            for target in prediction.outpaint_targets
+        ]
+        audio = info.path if info.audio_codec else None
+        with contextlib.ExitStack() as stack:
+            writers = [
+                stack.enter_context(
+                    Mp4Writer(
+                        folder / output_filename(prediction.job.stem, target),
+                        comp.width,
+                        comp.height,
+                        info.rate,
+                        audio,
+                        self.crf,
+                        self.preset,
+                    )
+                )
+                for target, comp in zip(prediction.outpaint_targets, compositors)
+            ]
+            for source, canvas in zip(iter_source_frames(info), video.canvas_frames(), strict=True):
+                for writer, compose in zip(writers, compositors):
+                    writer.write(compose(source, canvas))
+        return [w.path for w in writers]
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.failures:
+            log.error(
+                "%d file(s) written, %d video(s) failed:\n  %s",
+                len(self.written),
+                len(self.failures),
+                "\n  ".join(self.failures),
+            )
+        else:
+            log.info("%d file(s) written to %s", len(self.written), getattr(self, "folder", self.output_dir))

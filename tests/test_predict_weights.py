@@ -1,0 +1,89 @@
+"""Where predict's weights come from: the released folder + an SD VAE, a folder of this framework, a config."""
+
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder, StableDiffusionVAE
+from lightning_m3ddm.checkpoints import CheckpointError
+from lightning_m3ddm.geometry import parse_ratio
+from lightning_m3ddm.lit_module import UNetInit
+from lightning_m3ddm.models.unet_3d import M3DDMUNet
+from lightning_m3ddm.predict.datamodule import VideoJob
+from lightning_m3ddm.predict.pipeline import SamplingConfig
+from lightning_m3ddm.predict.predictor import M3DDMPredictor, build_unet
+from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.predict.writer import OutpaintingWriter
+
+GOLDEN = Path(__file__).parent / "data" / "official_golden_tiny"  # the released UNet's layout, small
+SMALL = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
+             cross_attention_dim=8, temporal_position_embed_dim=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def sd_folder(tmp_path):
+    """A Stable Diffusion folder whose vae/ is a tiny AutoencoderKL (4 latent channels, 8x downscale)."""
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+    )
+    vae.save_pretrained(tmp_path / "sd" / "vae")
+    return tmp_path / "sd"
+
+
+def test_released_unet_with_the_vae_of_a_stable_diffusion_folder(tmp_path, sd_folder):
+    video = write_sample_video(tmp_path / "clip.mp4", 6)
+    model = M3DDMPredictor(
+        weights=UNetInit(source="official", path=str(GOLDEN)),
+        autoencoder=StableDiffusionVAE(sd_folder),
+        sampling=SamplingConfig(num_inference_steps=1),
+        canvas_size=64,
+        progress=False,
+    )
+    assert list(model.unet.config.block_out_channels) == [16] * 4  # the released layout, loaded
+    prediction = model.outpaint_job(VideoJob(str(video), "clip", (parse_ratio("1:1"),)))
+    assert prediction.ok, prediction.error
+    writer = OutpaintingWriter(output_dir=str(tmp_path / "out"))
+    (path,) = writer.write(prediction)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 6 and (c.streams.video[0].width, c.streams.video[0].height) == (64, 64)
+    assert writer.failures == []
+
+
+def test_folder_of_this_framework_and_config_weights(tmp_path):
+    channels = PixelUnshuffleAutoencoder(4).latent_channels
+    fields = dict(in_channels=2 * channels + 1, out_channels=channels, global_latent_channels=channels, **SMALL)
+    saved = M3DDMUNet(**fields)
+    saved.save_pretrained(tmp_path / "unet")
+    loaded = build_unet(UNetInit(source="pretrained", path=str(tmp_path / "unet")), None, channels)
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # fresh weights are drawn from init_seed: every rank builds the same model
+    one, two, other = (build_unet(UNetInit(source="config"), SMALL, channels, seed) for seed in (3, 3, 4))
+    w = "conv_in.weight"
+    assert torch.equal(one.state_dict()[w], two.state_dict()[w])
+    assert not torch.equal(one.state_dict()[w], other.state_dict()[w])
+
+
+def test_unusable_weights_say_what_is_wrong(tmp_path):
+    with pytest.raises(CheckpointError, match="StableDiffusionVAE"):  # 4-channel UNet, 48-channel stand-in
+        build_unet(UNetInit(source="official", path=str(GOLDEN)), None, 48)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_unet(UNetInit(source="official", path=str(tmp_path / "nowhere")), None, 4)
+    with pytest.raises(CheckpointError, match="needs weights.path"):
+        build_unet(UNetInit(source="pretrained"), None, 4)
