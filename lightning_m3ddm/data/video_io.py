@@ -272,9 +272,10 @@ def decode_frames(
     container = _open(source)
     try:
         stream = _video_stream(container)
+        # FFmpeg's default (0 = one thread per core) would oversubscribe the CPU under dataloader workers.
+        stream.codec_context.thread_count = max(1, threads)
         if threads > 1:
             stream.codec_context.thread_type = "AUTO"
-            stream.codec_context.thread_count = threads
         if index.pts is None:
             decoded = _decode_sequential(container, stream, wanted, plan, interpolation)
         else:
