@@ -45,17 +45,24 @@ class NoiseSchedule:
         )
 
 
+# Stable Diffusion's scheduler settings (its scheduler_config.json, which the released script
+# loads for PNDM): latents are not in [-1, 1], so the predicted x0 is never clipped (diffusers'
+# DDPM and DDIM clip by default), and inference steps are offset by 1.
+SCHEDULER_SETTINGS: dict[str, dict] = {
+    "ddpm": {"clip_sample": False, "steps_offset": 1},
+    "ddim": {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
+    "pndm": {"skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1},
+    "dpm++": {"algorithm_type": "dpmsolver++"},
+}
+
+
 def make_scheduler(name: str = "ddpm", schedule: NoiseSchedule = NoiseSchedule(), **kwargs):
-    """A diffusers scheduler by name: ddpm (paper), pndm (released script), ddim, dpm++."""
+    """A diffusers scheduler by name with Stable Diffusion's settings: ddpm (paper), pndm
+    (released script), ddim, dpm++. ``kwargs`` override the settings."""
     key = name.lower()
     if key not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    extra = dict(kwargs)
-    if key == "pndm":
-        extra.setdefault("skip_prk_steps", True)
-    if key == "dpm++":
-        extra.setdefault("algorithm_type", "dpmsolver++")
-    return SCHEDULERS[key](**schedule.kwargs(), **extra)
+    return SCHEDULERS[key](**schedule.kwargs(), **{**SCHEDULER_SETTINGS[key], **kwargs})
 
 
 @dataclass(frozen=True)

@@ -105,20 +105,9 @@ class GlobalFramesConfig:
             raise ValueError(f"global frame mode must be 'masked' or 'resize', got {self.mode!r}")
 
 
-# Stable Diffusion's own scheduler settings (its scheduler_config.json, which the released
-# script loads for PNDM): no clipping of the predicted x0 to [-1, 1] (latents are not in
-# that range; diffusers' DDPM/DDIM clip by default), steps offset by 1.
-SCHEDULER_SETTINGS: dict[str, dict] = {
-    "ddpm": {"clip_sample": False, "steps_offset": 1},
-    "ddim": {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
-    "pndm": {"set_alpha_to_one": False, "steps_offset": 1},
-    "dpm++": {},
-}
-
-
 def scheduler_for(name: str):
-    """A fresh diffusers scheduler by name with Stable Diffusion's settings (see SCHEDULER_SETTINGS)."""
-    return make_scheduler(name, **SCHEDULER_SETTINGS.get(name.lower(), {}))
+    """A fresh diffusers scheduler by name with Stable Diffusion's settings."""
+    return make_scheduler(name)
 
 
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.

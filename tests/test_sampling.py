@@ -1,0 +1,37 @@
+"""Scheduler settings shared by training previews and predict."""
+
+import pytest
+import torch
+
+from lightning_m3ddm.sampling import Guidance, make_scheduler
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "dpm++"])
+def test_schedulers_use_stable_diffusions_settings(name):
+    s = make_scheduler(name)
+    assert s.config.num_train_timesteps == 1000 and s.config.beta_schedule == "scaled_linear"
+    assert (s.config.beta_start, s.config.beta_end) == (0.00085, 0.012)
+    assert not s.config.get("clip_sample", False)  # latents are not in [-1, 1]
+    if name != "dpm++":
+        assert s.config.steps_offset == 1
+
+
+def test_ddpm_step_does_not_clip_large_latents():
+    s = make_scheduler("ddpm")
+    s.set_timesteps(10)
+    x = torch.full((1, 4, 1, 2, 2), 3.0)
+    out = s.step(torch.zeros_like(x), s.timesteps[-1], x).prev_sample
+    assert out.abs().max() > 1.5  # clipping x0 to [-1, 1] would bound it near 1
+
+
+def test_unknown_scheduler_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown scheduler 'euler'"):
+        make_scheduler("euler")
+
+
+def test_guidance_branch_selection():
+    assert Guidance(2, 4).branches() == ("00", "10", "11")
+    assert Guidance(1, 4).branches() == ("10", "11")
+    assert Guidance(1, 1).branches() == ("11",)
+    e = {k: torch.randn(3) for k in ("00", "10", "11")}
+    torch.testing.assert_close(Guidance(1, 4).combine({"10": e["10"], "11": e["11"]}), e["10"] + 4 * (e["11"] - e["10"]))
