@@ -369,10 +369,7 @@ def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
         return M3DDMUNet.from_pretrained(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained UNet not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({err})") from err
+    ckpt = _read_checkpoint(path)
     state = ckpt.get("state_dict", {})
     hp = ckpt.get("hyper_parameters", {})
     prefix = "ema_unet." if any(k.startswith("ema_unet.") for k in state) else "unet."
@@ -385,3 +382,19 @@ def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
     unet = M3DDMUNet.from_config(config)
     unet.load_state_dict(unet_state, strict=True)
     return unet
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({err})") from err
+
+
+def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
+    """The autoencoder a framework ``.ckpt`` was trained with (None for other paths)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    spec = _read_checkpoint(path).get("hyper_parameters", {}).get("autoencoder")
+    return from_spec(spec) if isinstance(spec, dict) else None

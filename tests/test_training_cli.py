@@ -128,3 +128,19 @@ def test_two_process_ddp_on_cpu(tmp_path):
     log = out.stdout + out.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log
     assert torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)["global_step"] == 2
+
+
+def test_predict_with_the_trained_checkpoint(trained):
+    """predict takes a framework .ckpt and the autoencoder it was trained with."""
+    ckpt = _newest_checkpoint(trained)
+    out_dir = trained / "outpainted"
+    cmd = [
+        sys.executable, "-m", "lightning_m3ddm", "predict", "--config", str(ROOT / "configs" / "predict_tiny.yaml"),
+        "--model.init_args.weights.source=pretrained", f"--model.init_args.weights.path={ckpt}",
+        "--model.init_args.unet=null", "--model.init_args.autoencoder=null", "--model.init_args.canvas_size=32",
+        "--input", str(ROOT / "tests" / "data" / "carphone_176x144_30fps_120f.mp4"),
+        "--target_ratio", "1:1", "--output_dir", str(out_dir),
+    ]
+    result = subprocess.run(cmd, cwd=trained, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out_dir / "carphone_176x144_30fps_120f_1-1.mp4").stat().st_size > 0

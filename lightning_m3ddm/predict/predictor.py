@@ -29,7 +29,7 @@ from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError, load_official_unet
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import CANVAS_SIZE, CropMode, Target, is_copy_through
-from lightning_m3ddm.lit_module import UNetInit, load_pretrained_unet
+from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, load_pretrained_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError
@@ -118,7 +118,8 @@ class M3DDMPredictor(L.LightningModule):
         unet: M3DDMUNet config fields for ``weights.source="config"``.
         init_seed: seed of those fresh weights.
         autoencoder: frames <-> latents; the released weights need ``StableDiffusionVAE``.
-            Default: the pixel-unshuffle (x4) stand-in of the tiny configurations.
+            Default: the one recorded in a ``pretrained`` ``.ckpt``, else the pixel-unshuffle
+            (x4) stand-in of the tiny configurations.
         sampling: scheduler, steps, guidance scales, start latents, seed.
         schedule: window, strides, dense threshold, windows per UNet call.
         global_frames: g and how they are drawn.
@@ -148,6 +149,8 @@ class M3DDMPredictor(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["autoencoder"])
+        if autoencoder is None and weights.source == "pretrained" and weights.path is not None:
+            autoencoder = checkpoint_autoencoder(weights.path)  # the one the run was trained with
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False).eval()
         self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
