@@ -17,6 +17,12 @@ _EXPORTS = {
     "M3DDMLitModule": "lightning_m3ddm.lit_module",
     "M3DDMDataModule": "lightning_m3ddm.data.datamodule",
     "M3DDMFSDPStrategy": "lightning_m3ddm.distributed",
+    "AugmentationConfig": "lightning_m3ddm.data.augmentation",
+    "augment": "lightning_m3ddm.data.augmentation",
+    "M3DDMPredictor": "lightning_m3ddm.predict",
+    "VideoPredictDataModule": "lightning_m3ddm.predict",
+    "OutpaintingWriter": "lightning_m3ddm.predict",
+    "OutpaintingPipeline": "lightning_m3ddm.predict",
 }
 
 
