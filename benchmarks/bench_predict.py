@@ -189,9 +189,9 @@ def _count_frames(path: Path) -> int:
 
 
 def _worker_run(run: RunSpec, workdir: Path, isolated: bool) -> dict:
-    import lightning as L
+    from unittest import mock
 
-    from lightning_m3ddm.cli import M3DDMCLI
+    from lightning_m3ddm import cli
     from lightning_m3ddm.predict.sample_videos import write_sample_video
 
     width, height = run.video_size
@@ -202,18 +202,24 @@ def _worker_run(run: RunSpec, workdir: Path, isolated: bool) -> dict:
         write_sample_video(partial, run.frames, width, height, fps=30)
         partial.rename(video)
     probe = _make_probe()
+    instantiate_trainer = cli.M3DDMCLI.instantiate_trainer
+
+    def trainer_with_probe(self, **kwargs):
+        trainer = instantiate_trainer(self, **kwargs)
+        trainer.callbacks.append(probe)
+        return trainer
+
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=workdir) as out_dir:
-        try:
-            # lightning_m3ddm.cli.main's settings, plus the probe as a trainer callback.
-            M3DDMCLI(
-                L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                save_config_kwargs={"overwrite": True}, args=_cli_args(run, video, Path(out_dir)),
-                auto_configure_optimizers=False, trainer_defaults={"callbacks": [probe]},
-            )
-        except SystemExit as done:
-            if done.code:
-                raise RuntimeError(f"predict failed (exit status {done.code}) for {run}") from None
+        # exactly `python -m lightning_m3ddm predict ...`, with the probe added to the trainer's callbacks
+        with mock.patch.object(cli.M3DDMCLI, "instantiate_trainer", trainer_with_probe):
+            try:
+                cli.main(_cli_args(run, video, Path(out_dir)))
+            except SystemExit as done:
+                if done.code:
+                    raise RuntimeError(f"predict failed (exit status {done.code}) for {run}") from None
+        if "total_s" not in probe.stats:
+            raise RuntimeError(f"the probe saw no prediction for {run}")
         outputs = sorted(Path(out_dir).glob("*.mp4"))
         output_frames = _count_frames(outputs[0]) if len(outputs) == 1 else None
     stats = dict(probe.stats)
