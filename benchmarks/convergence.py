@@ -1,0 +1,208 @@
+"""Proof of learning: the tiny CPU model against per-frame OpenCV inpainting (issue: quickstart).
+
+Trains the ``configs/tiny_cpu.yaml`` model on generated videos (textured scenes, camera pans,
+objects crossing the border) for a fixed budget, then outpaints held-out generated clips with a
+fixed mask (both sides, ``--mask-ratio`` of the width, no guide frame) and compares with
+per-frame Telea inpainting on:
+
+- PSNR over the generated region (higher is better);
+- temporal error: mean |(x[t+1] - x[t]) - (gt[t+1] - gt[t])| over the generated region, i.e.
+  how far the frame-to-frame change of the fill is from the ground truth's (lower is better).
+
+    python benchmarks/convergence.py --steps 600 --out outputs/convergence
+    python benchmarks/convergence.py --quick          # smoke test, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lightning_m3ddm.autoencoders import from_spec  # noqa: E402
+from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames  # noqa: E402
+from lightning_m3ddm.evaluation.baselines import telea_frame  # noqa: E402
+from lightning_m3ddm.lit_module import M3DDMLitModule, OptimizerConfig  # noqa: E402
+from lightning_m3ddm.sampling import Guidance  # noqa: E402
+
+
+def eval_clips(num_clips: int, size: int, frames: int, global_frames: int, interval: int, seed: int = 10_000_000):
+    """Held-out clips: (N, F, 3, H, W) and global frames (N, G, 3, H, W) in [-1, 1], and fps."""
+    clips, globals_ = [], []
+    length = frames * interval + 8
+    for i in range(num_clips):
+        spec = SyntheticVideoSpec(width=96, height=96, num_frames=length, fps=24.0, seed=seed + i)
+        video = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in render_frames(spec)])
+        video = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
+        clips.append(video[: frames * interval : interval])
+        globals_.append(video[torch.linspace(0, length - 1, global_frames).long()])
+    return torch.stack(clips), torch.stack(globals_), 24 // interval
+
+
+def horizontal_mask(size: int, ratio: float, grid: int = 8) -> torch.Tensor:
+    """(H, W) float mask, 1 = generate: both sides, ``ratio`` of the width in total, on the latent grid."""
+    side = max(grid, int(round(size * ratio / 2 / grid)) * grid)
+    mask = torch.zeros(size, size)
+    mask[:, :side] = 1
+    mask[:, size - side :] = 1
+    return mask
+
+
+def region_psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over clips and frames of the PSNR over masked pixels; frames in [-1, 1] -> [0, 1]."""
+    p, g = (pred + 1) / 2, (gt + 1) / 2
+    m = mask.expand_as(p).bool()
+    se = ((p - g) ** 2).masked_fill(~m, 0).flatten(2).sum(-1) / m.flatten(2).sum(-1)  # (N, F)
+    return float((10 * torch.log10(1 / se.clamp_min(1e-10))).mean())
+
+
+def temporal_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |Δpred − Δgt| over the generated region, frames in [0, 1]."""
+    p, g = (pred + 1) / 2, (gt + 1) / 2
+    dp, dg = p[:, 1:] - p[:, :-1], g[:, 1:] - g[:, :-1]
+    m = mask.expand_as(dp).bool()
+    return float((dp - dg).abs().masked_select(m).mean())
+
+
+def telea(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-frame Telea (radius 5) of (N, F, 3, H, W) in [-1, 1]."""
+    m = mask.numpy().astype(bool)
+    out = torch.empty_like(video)
+    for n in range(video.shape[0]):
+        for f in range(video.shape[1]):
+            frame = ((video[n, f].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+            filled = telea_frame(frame, m, radius=5.0)
+            out[n, f] = torch.from_numpy(filled).permute(2, 0, 1).float() / 127.5 - 1
+    return out
+
+
+def build_module(config: dict, seed: int) -> M3DDMLitModule:
+    args = config["model"]["init_args"]
+    torch.manual_seed(seed)
+    return M3DDMLitModule(
+        unet=args["unet"],
+        autoencoder=from_spec(args["autoencoder"]),
+        optimizer=OptimizerConfig(**args.get("optimizer", {})),
+        ema_decay=args.get("ema_decay"),
+        seed=seed,
+    )
+
+
+def train(module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int) -> float:
+    import lightning as L
+
+    from lightning_m3ddm.synthetic_shards import SyntheticShardsDataModule
+
+    data_args = dict(config["data"]["init_args"])
+    data_args.update(root=str(data_root), num_val_videos=0, num_train_videos=num_train_videos, seed=seed)
+    data = SyntheticShardsDataModule(**data_args)
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny_cpu.yaml")
+    parser.add_argument("--steps", type=int, default=600, help="training steps (the budget)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-videos", type=int, default=64)
+    parser.add_argument("--eval-clips", type=int, default=16)
+    parser.add_argument("--mask-ratio", type=float, default=0.5, help="fraction of the width generated (both sides)")
+    parser.add_argument("--interval", type=int, default=2, help="source frames between clip frames")
+    parser.add_argument("--sampler", default="ddim")
+    parser.add_argument("--inference-steps", type=int, default=25)
+    parser.add_argument("--guidance-context", type=float, default=2.0)
+    parser.add_argument("--guidance-global", type=float, default=4.0)
+    parser.add_argument("--checkpoint", type=Path, help="skip training: evaluate this .ckpt")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "convergence")
+    parser.add_argument("--quick", action="store_true", help="tiny budget, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        # 16 videos: every worker gets whole batches (partial batches are dropped)
+        args.steps, args.train_videos, args.eval_clips, args.inference_steps = 2, 16, 2, 2
+    torch.set_num_threads(2)
+    config = yaml.safe_load(args.config.read_text())
+    data_args = config["data"]["init_args"]
+    size, frames, n_global = data_args["resolution"], data_args["num_frames"], data_args["num_global_frames"]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.checkpoint:
+        module = M3DDMLitModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
+        train_seconds = None
+    else:
+        module = build_module(config, args.seed)
+        train_seconds = train(module, config, args.steps, args.out / "data", args.seed, args.train_videos)
+        module.trainer.save_checkpoint(args.out / "model.ckpt")
+    module.eval()
+
+    clips, global_frames, fps = eval_clips(args.eval_clips, size, frames, n_global, args.interval)
+    mask = horizontal_mask(size, args.mask_ratio)
+    pixel_mask = mask.expand(clips.shape[0], frames, 1, size, size)
+    masked = torch.where(pixel_mask.bool(), -1.0, clips)
+    masked_globals = torch.where(mask.bool(), -1.0, global_frames)
+    batch = dict(
+        video=clips, masked_video=masked, mask=pixel_mask.clone(), global_frames=masked_globals,
+        fps=torch.full((clips.shape[0],), fps),
+    )
+    start = time.perf_counter()
+    with torch.no_grad():
+        generated = torch.cat(
+            [
+                module.outpaint_clip(
+                    {k: v[i : i + 4] for k, v in batch.items()},
+                    num_inference_steps=args.inference_steps,
+                    scheduler=args.sampler,
+                    guidance=Guidance(args.guidance_context, args.guidance_global),
+                    seed=args.seed + i,
+                )
+                for i in range(0, clips.shape[0], 4)
+            ]
+        )
+    sample_seconds = time.perf_counter() - start
+    baseline = telea(masked, mask)
+
+    results = {
+        "model": {"psnr_region": region_psnr(generated, clips, mask), "temporal_error": temporal_error(generated, clips, mask)},
+        "telea": {"psnr_region": region_psnr(baseline, clips, mask), "temporal_error": temporal_error(baseline, clips, mask)},
+        "budget": {"steps": args.steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos},
+        "eval": {
+            "clips": args.eval_clips, "frames": frames, "size": size, "mask_ratio": float(mask.mean()),
+            "interval": args.interval, "sampler": args.sampler, "inference_steps": args.inference_steps,
+            "guidance": [args.guidance_context, args.guidance_global], "sample_seconds": sample_seconds,
+        },
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    results["model_beats_telea"] = {
+        "psnr_region": results["model"]["psnr_region"] > results["telea"]["psnr_region"],
+        "temporal_error": results["model"]["temporal_error"] < results["telea"]["temporal_error"],
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    strip = torch.cat([masked[0], generated[0], baseline[0], clips[0]], dim=-2)  # F x 3 x 4H x W
+    image = ((torch.cat(list(strip), dim=-1).permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(args.out / "preview.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
