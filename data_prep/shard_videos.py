@@ -22,16 +22,13 @@ import argparse
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 
 from data_prep.sharding import (
     VideoItem,
     add_common_arguments,
-    options_from_args,
-    print_summary,
+    run_job,
     sample_key,
-    write_shards,
 )
 from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
 
@@ -121,18 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    try:
-        options = options_from_args(args)
-        items = list_videos(args.input, args.root, args.path_column, args.caption_column)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    if not items:
-        print(f"error: no videos found in {args.input}", file=sys.stderr)
-        raise SystemExit(2)
-    summary = write_shards(items, options, source=str(args.input))
-    print_summary(summary)
-    return summary
+    return run_job(
+        args, lambda: list_videos(args.input, args.root, args.path_column, args.caption_column), str(args.input)
+    )
 
 
 if __name__ == "__main__":

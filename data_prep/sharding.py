@@ -371,3 +371,20 @@ def print_summary(summary: dict, max_listed: int = 20) -> None:
         print(f"    {s['path']}: {s['reason']}", file=sys.stderr)
     if len(summary["skipped"]) > max_listed:
         print(f"    ... {len(summary['skipped']) - max_listed} more in the summary file", file=sys.stderr)
+
+
+def run_job(args, list_items, source: str) -> dict:
+    """The body of a sharding command: options and items from ``args`` (``list_items()``),
+    a one-line error and exit status 2 for unusable input, then shards and their summary."""
+    try:
+        options = options_from_args(args)
+        items = list_items()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    if not items:
+        print(f"error: no videos found in {source}", file=sys.stderr)
+        raise SystemExit(2)
+    summary = write_shards(items, options, source=source)
+    print_summary(summary)
+    return summary

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
-from data_prep.sharding import VideoItem, add_common_arguments, options_from_args, print_summary, sample_key, write_shards
+from data_prep.sharding import VideoItem, add_common_arguments, run_job, sample_key
 
 WEBVID_COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
 
@@ -72,18 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    try:
-        options = options_from_args(args)
-        items = read_webvid_csv(args.csv, args.videos_root, args.limit)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    if not items:
-        print(f"error: {args.csv} has no rows", file=sys.stderr)
-        raise SystemExit(2)
-    summary = write_shards(items, options, source=str(args.csv))
-    print_summary(summary)
-    return summary
+    return run_job(args, lambda: read_webvid_csv(args.csv, args.videos_root, args.limit), str(args.csv))
 
 
 if __name__ == "__main__":
