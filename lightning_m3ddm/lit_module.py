@@ -10,7 +10,6 @@ MSE against the added noise.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
