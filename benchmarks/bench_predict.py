@@ -21,7 +21,7 @@ store, decode and write), not the speed of the full model, whose UNet dominates 
 see bench_unet.py for that. With ``--device cuda`` (needs a GPU) the same runs use a full-size
 UNet (the released widths, random weights) on a 256-pixel canvas (32x32 latents) in float16.
 
-    python benchmarks/bench_predict.py                 # full table, CPU (~10 min on 2 cores)
+    python benchmarks/bench_predict.py                 # full table, CPU (~7 min per repeat on 2 busy cores)
     python benchmarks/bench_predict.py --quick         # smoke test (~30 s)
     python benchmarks/bench_predict.py --device cuda   # full-size UNet on a GPU
 """
@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     # --quick: one process for all runs (start-up costs ~10 s); otherwise one each, for peak RSS.
     # Repeats are interleaved (every configuration once, then again) so that load drifts hit all alike.
     groups = [runs] * args.repeats if args.quick else [[r] for _ in range(args.repeats) for r in runs]
+    commit = _git_commit()  # before the runs: others may commit while they go
     load_before = os.getloadavg()
     started = time.perf_counter()
     measured = [m for group in run_workers(groups, args.workdir, args.threads) for m in group]
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
         video=f"generated, {runs[0].video_size[0]}x{runs[0].video_size[1]}, 30 fps, outpainted to {TARGET}",
         steps=steps, threads=args.threads, repeats=args.repeats, strides=list(STRIDES), guidance_branches=GUIDANCE_BRANCHES,
-        machine=_machine(), date=time.strftime("%Y-%m-%d"), commit=_git_commit(),
+        machine=_machine(), date=time.strftime("%Y-%m-%d"), commit=commit,
         load_1min_before=round(load_before[0], 2), load_1min_after=round(os.getloadavg()[0], 2),
         wall_s=round(time.perf_counter() - started, 1),
         rows=[asdict(r) for r in rows],
