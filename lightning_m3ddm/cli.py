@@ -7,16 +7,57 @@ resolved configuration.
 ``predict`` also takes ``--input PATHS --target_ratio 9:16 --output_dir DIR`` (see
 :mod:`lightning_m3ddm.predict.cli_args`); it exits with status 1 when some video failed
 and 2 on unusable arguments.
+
+``evaluate --config configs/eval_X.yaml --output_dir DIR`` scores the model and the
+baselines under the paper's protocols (:mod:`lightning_m3ddm.evaluation.runner`): a
+Trainer method (:class:`M3DDMTrainer`), so it takes the trainer, ``model`` and ``data``
+groups like the other subcommands, plus ``evaluation`` (:class:`EvaluationConfig`). Exit
+status 1 when some input or method failed (results are written all the same), 2 on
+unusable arguments.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
+
+from lightning_m3ddm.evaluation.config import EvaluationConfig
+
+
+class M3DDMTrainer(L.Trainer):
+    """Lightning's Trainer plus :meth:`evaluate` (the ``evaluate`` subcommand)."""
+
+    evaluation_results: dict | None = None
+
+    def evaluate(
+        self,
+        model: L.LightningModule,
+        datamodule: Optional[L.LightningDataModule] = None,
+        evaluation: EvaluationConfig = EvaluationConfig(),
+        output_dir: Optional[str] = None,
+    ) -> dict:
+        """Score outpainting methods under the paper's protocols; write results.json and results.md.
+
+        Args:
+            model: the model behind the ``m3ddm`` methods (e.g. ``M3DDMPredictor``).
+            datamodule: the test videos (``EvaluationDataModule``).
+            evaluation: protocols, methods, FVD / LPIPS weights.
+            output_dir: folder for results.json, results.md and (by default) the TensorBoard logs.
+        """
+        from lightning_m3ddm.evaluation.runner import run_evaluation
+
+        self.evaluation_results = run_evaluation(self, model, datamodule, evaluation, output_dir)
+        return self.evaluation_results
 
 
 class M3DDMCLI(LightningCLI):
     """LightningCLI with the model and data chosen by class path."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "evaluate": {"model", "datamodule"}}
 
     # -- predict ------------------------------------------------------------------------
 
@@ -30,6 +71,8 @@ class M3DDMCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
+        if self.subcommand == "evaluate":
+            self._before_evaluate_instantiation()
         if self.subcommand == "predict":
             from lightning_m3ddm.predict import cli_args
 
@@ -40,7 +83,7 @@ class M3DDMCLI(LightningCLI):
             self.save_config_callback = None  # predict leaves nothing but its videos behind
 
     def instantiate_classes(self) -> None:
-        if self.subcommand != "predict":
+        if self.subcommand not in ("predict", "evaluate"):
             return super().instantiate_classes()
         from lightning_m3ddm.predict import cli_args
 
@@ -59,11 +102,37 @@ class M3DDMCLI(LightningCLI):
         if status:
             raise SystemExit(status)
 
+    # -- evaluate -----------------------------------------------------------------------
+
+    def _before_evaluate_instantiation(self) -> None:
+        """Check the evaluation arguments before any weights load; logs go to --output_dir."""
+        from lightning_m3ddm.evaluation.config import check_config
+        from lightning_m3ddm.evaluation.runner import output_dir_problem
+        from lightning_m3ddm.predict import cli_args
+
+        config = self.config["evaluate"]
+        evaluation = config["evaluation"]
+        if not isinstance(evaluation, EvaluationConfig):  # a jsonargparse Namespace before instantiation
+            evaluation = EvaluationConfig(**(evaluation.as_dict() if hasattr(evaluation, "as_dict") else dict(evaluation)))
+        problem = check_config(evaluation) or output_dir_problem(config.get("output_dir"))
+        if problem is not None:
+            cli_args.exit_on_bad_arguments(problem)
+        if config["trainer"].get("default_root_dir") is None:
+            config["trainer"]["default_root_dir"] = config["output_dir"]  # TensorBoard under DIR/lightning_logs
+        cli_args.enable_predict_logging()
+
+    def after_evaluate(self) -> None:
+        from lightning_m3ddm.evaluation.runner import failed_count
+
+        if failed_count(getattr(self.trainer, "evaluation_results", None)):
+            raise SystemExit(1)
+
 
 def main(args: list[str] | None = None) -> M3DDMCLI:
     return M3DDMCLI(
         L.LightningModule,
         L.LightningDataModule,
+        trainer_class=M3DDMTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

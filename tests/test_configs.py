@@ -17,6 +17,8 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
 def _subcommand(path: Path) -> str:
+    if path.stem.startswith("eval_"):
+        return "evaluate"
     return "predict" if path.stem.startswith("predict") else "fit"
 
 

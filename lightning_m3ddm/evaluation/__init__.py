@@ -6,6 +6,10 @@
 * :mod:`.baselines`: OpenCV Telea inpainting and edge replication.
 * :mod:`.paper_results`: Tables 1-3 of the paper.
 * :mod:`.results`: ``results.json`` / ``results.md``.
+* ``evaluate`` (``python -m lightning_m3ddm evaluate``): :mod:`.config` (settings),
+  :mod:`.inputs` and :mod:`.datamodule` (test videos, DAVIS / YouTube-VOS frame folders),
+  :mod:`.model_runner` (the model through predict's pipeline), :mod:`.evaluator` (the
+  LightningModule run by the validation loop), :mod:`.runner` (the command).
 """
 
 from importlib import import_module
@@ -34,6 +38,15 @@ _EXPORTS = {
     "iter_outpaint": "baselines",
     "paper_rows": "paper_results",
     "write_results": "results",
+    "EvaluationConfig": "config",
+    "EvaluationDataModule": "datamodule",
+    "SyntheticInputs": "datamodule",
+    "EvalVideo": "inputs",
+    "resolve_videos": "inputs",
+    "read_video": "inputs",
+    "PipelineOutpainter": "model_runner",
+    "OutpaintingEvaluation": "evaluator",
+    "run_evaluation": "runner",
 }
 
 

@@ -28,6 +28,11 @@ Definitions (per frame, then averaged over frames):
   the mean of the same full-frame SSIM map over the masked pixels. We use the
   map and not the bounding box of the region because the region of a
   two-sided protocol (left + right bands) has the whole frame as bounding box.
+  The map is computed with OpenCV's separable float64 filter (same Gaussian,
+  reflection = ``BORDER_REFLECT_101``, same formula and clamps): equal to
+  torchmetrics' map to 1e-12 (tested) and 20-30x faster on the CPU, where
+  torchmetrics' float64 grouped convolution takes over a second per 16 frames
+  of 256 x 256 (:func:`ssim_map_torchmetrics` is the reference).
 * LPIPS: torchmetrics' LPIPS network (AlexNet backbone by default, the
   ``lpips`` package default) on frames in [-1, 1]. Region: LPIPS of the
   bounding-box crop of each *band* of the generated region (top / bottom /
@@ -155,15 +160,57 @@ def psnr_from_mse(mse: torch.Tensor, max_db: float = 100.0) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(floor))
 
 
+def _ssim_from_moments(moments: torch.Tensor, count: int, c1: float, c2: float) -> torch.Tensor:
+    """SSIM map from the filtered (pred, target, pred², target², pred·target), torchmetrics' formula."""
+    mu_pred, mu_target, pred_sq, target_sq, pred_target = moments.split(count)
+    mu_pred_sq, mu_target_sq, mu_pred_target = mu_pred.pow(2), mu_target.pow(2), mu_pred * mu_target
+    sigma_pred_sq = (pred_sq - mu_pred_sq).clamp_min(0.0)
+    sigma_target_sq = (target_sq - mu_target_sq).clamp_min(0.0)
+    sigma_pred_target = pred_target - mu_pred_target
+    upper = 2 * sigma_pred_target + c2
+    lower = sigma_pred_sq + sigma_target_sq + c2
+    return ((2 * mu_pred_target + c1) * upper) / ((mu_pred_sq + mu_target_sq + c1) * lower)
+
+
+# OpenCV filters take at most this many channels per image (CV_CN_MAX is 128 in OpenCV 5).
+_CV_CHANNELS = 128
+
+
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5, kernel_size: int = 11) -> torch.Tensor:
-    """Full-frame SSIM map through torchmetrics (reflection padding; see module docstring).
+    """Full-frame SSIM map, torchmetrics' definition (reflection padding; see module docstring).
+
+    As in torchmetrics, the Gaussian window has ``int(3.5 * sigma + 0.5) * 2 + 1`` taps
+    (11 for sigma 1.5) whatever ``kernel_size`` says; K1 = 0.01, K2 = 0.03, data range 1.
 
     Args:
         pred, target: (F, 3, H, W) in [0, 1].
 
     Returns:
-        (F, 3, H, W) in float64.
+        (F, 3, H, W) in float64, on ``pred``'s device.
     """
+    import cv2
+
+    taps = int(3.5 * sigma + 0.5) * 2 + 1
+    offsets = np.arange((1 - taps) / 2, (1 + taps) / 2, 1, dtype=np.float64)
+    gauss = np.exp(-((offsets / sigma) ** 2) / 2)
+    gauss /= gauss.sum()
+    if min(pred.shape[-2:]) <= taps // 2:  # reflection needs more pixels than the half window
+        return ssim_map_torchmetrics(pred, target, sigma, kernel_size)
+    device = pred.device
+    pred, target = pred.detach().double().cpu(), target.detach().double().cpu()
+    stack = torch.cat((pred, target, pred * pred, target * target, pred * target))
+    planes = rearrange(stack, "n c h w -> h w (n c)").contiguous().numpy()
+    filtered = [
+        cv2.sepFilter2D(np.ascontiguousarray(planes[..., start : start + _CV_CHANNELS]), cv2.CV_64F, gauss, gauss, borderType=cv2.BORDER_REFLECT_101)
+        .reshape(planes.shape[0], planes.shape[1], -1)
+        for start in range(0, planes.shape[-1], _CV_CHANNELS)
+    ]
+    moments = rearrange(torch.from_numpy(np.concatenate(filtered, axis=-1)), "h w (n c) -> n c h w", c=pred.shape[1])
+    return _ssim_from_moments(moments, pred.shape[0], 0.01**2, 0.03**2).to(device)
+
+
+def ssim_map_torchmetrics(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5, kernel_size: int = 11) -> torch.Tensor:
+    """The same map through torchmetrics (reference; slow on the CPU in float64)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _, full = structural_similarity_index_measure(

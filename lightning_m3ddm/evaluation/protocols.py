@@ -57,7 +57,7 @@ Pure geometry: no tensors; masks are NumPy arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -74,6 +74,9 @@ LONG_VIDEO_DEFAULT_RATIO = 0.6
 SIDES = ("top", "bottom", "left", "right")
 GeometryKind = Literal["bands", "central"]
 InferenceMode = Literal["dense", "coarse_to_fine"]
+# How a source frame becomes the square evaluation frame: squashed to it, or short side
+# resized and the center cropped.
+FrameFit = Literal["resize", "center_crop"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,12 @@ class MaskProtocol:
             (long videos, paper 4.3 / appendix C.2).
         strides: frame intervals of the coarse-to-fine levels (``None`` = dense).
         frame_size: square evaluation resolution in pixels.
+        frame_fit: ``"resize"``: the whole source frame squashed to
+            ``frame_size`` x ``frame_size`` (DAVIS / YouTube-VOS / long videos: the
+            paper's model input is 256 x 256 x 3, appendix C.2, and the paper does
+            not crop); ``"center_crop"``: short side resized to ``frame_size``, the
+            center cropped (SSv2, appendix B: "a central crop with a frame size of
+            128", as MAGVIT).
         clip_frames: frames per evaluated clip, ``None`` = the whole video.
         clips_per_video: temporal windows per video (SSv2: 2, appendix B).
         fvd_frames: frames sampled uniformly per video for FVD (paper 4.1: 16).
@@ -106,6 +115,7 @@ class MaskProtocol:
     inference: InferenceMode = "dense"
     strides: tuple[int, ...] | None = None
     frame_size: int = PAPER_FRAME_SIZE
+    frame_fit: FrameFit = "resize"
     clip_frames: int | None = None
     clips_per_video: int = 1
     fvd_frames: int = 16
@@ -122,6 +132,25 @@ class MaskProtocol:
             raise ValueError(f"protocol {self.name!r}: ratio must be in (0, 1), got {self.ratio!r}")
         if self.inference not in ("dense", "coarse_to_fine"):
             raise ValueError(f"protocol {self.name!r}: inference must be 'dense' or 'coarse_to_fine', got {self.inference!r}")
+        strides = self.strides
+        if strides is not None and (
+            not strides
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in strides)
+            or any(a <= b for a, b in zip(strides, strides[1:]))
+            or strides[-1] != 1
+        ):
+            raise ValueError(
+                f"protocol {self.name!r}: strides must be positive integers, strictly decreasing and ending in 1 "
+                f"(e.g. (30, 15, 1)), got {strides!r}"
+            )
+        if self.frame_fit not in ("resize", "center_crop"):
+            raise ValueError(f"protocol {self.name!r}: frame_fit must be 'resize' or 'center_crop', got {self.frame_fit!r}")
+        if isinstance(self.frame_size, bool) or not isinstance(self.frame_size, int) or self.frame_size < 2:
+            raise ValueError(f"protocol {self.name!r}: frame_size must be an integer >= 2, got {self.frame_size!r}")
+        if self.clip_frames is not None and (isinstance(self.clip_frames, bool) or not isinstance(self.clip_frames, int) or self.clip_frames < 1):
+            raise ValueError(f"protocol {self.name!r}: clip_frames must be None or an integer >= 1, got {self.clip_frames!r}")
+        if isinstance(self.clips_per_video, bool) or not isinstance(self.clips_per_video, int) or self.clips_per_video < 1:
+            raise ValueError(f"protocol {self.name!r}: clips_per_video must be an integer >= 1, got {self.clips_per_video!r}")
         if self.grid < 1:
             raise ValueError(f"protocol {self.name!r}: grid must be >= 1, got {self.grid}")
 
@@ -224,7 +253,7 @@ def _horizontal(name: str, dataset: str, ratio: float, label: str) -> MaskProtoc
 
 # Appendix B: SSv2 evaluated as MAGVIT does: 16-frame clips, 2 temporal windows per
 # video, 128 x 128 central crop, dense prediction.
-_SSV2 = dict(dataset="ssv2", frame_size=128, clip_frames=16, clips_per_video=2)
+_SSV2 = dict(dataset="ssv2", frame_size=128, frame_fit="center_crop", clip_frames=16, clips_per_video=2)
 
 PROTOCOLS: dict[str, MaskProtocol] = {
     p.name: p
@@ -262,3 +291,53 @@ def get_protocol(name: str) -> MaskProtocol:
     except KeyError:
         raise KeyError(f"unknown evaluation protocol {name!r}; known: {sorted(PROTOCOLS)}") from None
 
+
+
+# Fields a run may change; ``name``, ``kind`` and ``dataset`` define what a protocol is.
+OVERRIDABLE_FIELDS: tuple[str, ...] = (
+    "sides", "ratio", "inference", "strides", "frame_size", "frame_fit", "clip_frames", "clips_per_video", "fvd_frames",
+)
+
+
+def override_protocol(protocol: MaskProtocol | str, changes: dict | None = None) -> MaskProtocol:
+    """``protocol`` with some fields changed (e.g. a small ``frame_size`` for tests).
+
+    Lists become tuples (``strides``, ``sides``, as YAML gives them). A changed
+    protocol keeps its name, but its description says what changed, and
+    :func:`protocol_changes` lists it, so that results do not pass it off as the
+    paper's protocol.
+
+    Raises:
+        KeyError: unknown protocol name.
+        ValueError: a field that does not exist or may not change, or an invalid value.
+    """
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    changes = dict(changes or {})
+    unknown = sorted(set(changes) - set(OVERRIDABLE_FIELDS))
+    if unknown:
+        raise ValueError(f"protocol {protocol.name!r}: cannot override {unknown}; overridable fields: {list(OVERRIDABLE_FIELDS)}")
+    for key in ("strides", "sides"):
+        if isinstance(changes.get(key), list):
+            changes[key] = tuple(changes[key])
+    if not changes:
+        return protocol
+    changed = replace(protocol, **changes)
+    diff = protocol_changes(changed, protocol)
+    if diff:
+        text = ", ".join(f"{k}={v}" for k, v in diff.items())
+        changed = replace(changed, description=f"{protocol.description} [changed for this run: {text}]")
+    return changed
+
+
+def protocol_changes(protocol: MaskProtocol, reference: MaskProtocol | None = None) -> dict:
+    """Fields in which ``protocol`` differs from ``reference`` (default: the registered one of that name)."""
+    if reference is None:
+        reference = PROTOCOLS.get(protocol.name)
+        if reference is None:
+            return {"name": protocol.name}
+    out = {}
+    for key in OVERRIDABLE_FIELDS:
+        value, ref = getattr(protocol, key), getattr(reference, key)
+        if value != ref:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out

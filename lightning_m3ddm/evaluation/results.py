@@ -12,6 +12,12 @@ The Markdown table of a protocol has one row per method, whole-frame columns
 (MSE, PSNR, SSIM, LPIPS, FVD: the paper's) then generated-region columns, and
 below them the paper's rows for that protocol (:func:`paper_rows`), values as
 printed. A missing value is ``n/a`` with its reason listed under the table.
+
+Optional parts written by ``evaluate`` (:mod:`.evaluator`): a protocol block's
+``"protocol"`` record (its description, and ``matches_paper: false`` when the run
+changed the protocol, e.g. a smaller frame size: then the paper's rows are left
+out, since they were measured under another protocol), per-method ``"notes"``,
+and the run's top-level ``"failures"`` (inputs that could not be read).
 Both files are written to temporary names in ``output_dir`` first and renamed
 into place, so a crash never leaves a half-written result.
 """
@@ -66,14 +72,42 @@ def _finite(value):
     return value
 
 
-def _with_paper(results: Mapping) -> dict:
+def _matches_paper(block: Mapping) -> bool:
+    return (block.get("protocol") or {}).get("matches_paper", True) is not False
+
+
+def with_paper(results: Mapping) -> dict:
+    """JSON-safe copy of ``results`` with the paper's rows of each protocol under ``"paper"``.
+
+    A protocol the run changed (``block["protocol"]["matches_paper"] is False``) gets no
+    paper rows and a ``"paper_omitted"`` line saying why.
+    """
     out = _finite(dict(results))
     for protocol, block in out.get("protocols", {}).items():
+        rows = paper_rows(protocol)
+        if not _matches_paper(block):
+            changes = (block.get("protocol") or {}).get("changes") or {}
+            if rows:
+                text = ", ".join(f"{k}={v}" for k, v in changes.items())
+                block["paper_omitted"] = f"this run changed the protocol ({text}); the paper's numbers were measured under the original"
+            rows = []
         block["paper"] = [
             {"table": r.table, "table_id": r.table_id, "dataset": r.dataset, "method": r.method, "values": r.values, "printed": r.printed, "notes": r.notes}
-            for r in paper_rows(protocol)
+            for r in rows
         ]
     return out
+
+
+def _missing_lines(missing: Mapping[str, Mapping[str, list[str]]]) -> list[str]:
+    """``methods / columns: reason``, columns sharing a reason and the same methods on one line."""
+    lines = []
+    for reason, columns in missing.items():
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for column, methods in columns.items():
+            groups.setdefault(tuple(methods), []).append(column)
+        for methods, cols in groups.items():
+            lines.append(f"{', '.join(methods)} / {', '.join(cols)}: {reason}")
+    return lines
 
 
 def render_markdown(results: Mapping) -> str:
@@ -86,13 +120,21 @@ def render_markdown(results: Mapping) -> str:
         "Means over videos."
     )
     lines.append("")
+    failures = results.get("failures") or []
+    if failures:
+        lines += ["## Inputs not evaluated", ""]
+        lines += [f"- {f.get('video')}: {f.get('reason')}" for f in failures]
+        lines.append("")
     for protocol, block in results.get("protocols", {}).items():
         lines += [f"## {protocol}", ""]
-        if protocol in PROTOCOLS and PROTOCOLS[protocol].description:
-            lines += [PROTOCOLS[protocol].description + ".", ""]
+        description = (block.get("protocol") or {}).get("description")
+        if description is None and protocol in PROTOCOLS:
+            description = PROTOCOLS[protocol].description
+        if description:
+            lines += [description + ".", ""]
         lines.append("| Method | Videos | " + " | ".join(column_label(c) for c in columns) + " |")
         lines.append("|---|---:|" + "---:|" * len(columns))
-        missing: list[str] = []
+        missing: dict[str, dict[str, list[str]]] = {}  # reason -> column -> methods
         for method, entry in block.get("methods", {}).items():
             metrics = entry.get("metrics", {})
             reasons = entry.get("reasons", {})
@@ -101,17 +143,25 @@ def render_markdown(results: Mapping) -> str:
                 value = metrics.get(column)
                 cells.append(format_value(column, value))
                 if cells[-1] == "n/a":
-                    missing.append(f"{method} / {column}: {reasons.get(column, 'not computed')}")
+                    reason = reasons.get(column, "not computed")
+                    missing.setdefault(reason, {}).setdefault(column, []).append(method)
             lines.append(f"| {method} | {entry.get('num_videos', 0)} | " + " | ".join(cells) + " |")
-        rows = paper_rows(protocol)
+        rows = paper_rows(protocol) if _matches_paper(block) else []
         for row in rows:
             cells = [row.printed.get(column, "—") for column in columns]
             lines.append(f"| paper {row.table}: {row.method} | — | " + " | ".join(cells) + " |")
         lines.append("")
         if missing:
             lines.append("n/a:")
-            lines += [f"- {text}" for text in missing]
+            lines += [f"- {text}" for text in _missing_lines(missing)]
             lines.append("")
+        notes = [(m, n) for m, e in block.get("methods", {}).items() for n in e.get("notes", [])]
+        if notes:
+            lines.append("Notes:")
+            lines += [f"- {m}: {n}" for m, n in notes]
+            lines.append("")
+        if block.get("paper_omitted"):
+            lines += [f"Paper rows not shown: {block['paper_omitted']}.", ""]
         failures = [(m, f) for m, e in block.get("methods", {}).items() for f in e.get("failures", [])]
         if failures:
             lines.append("Failed videos:")
@@ -149,7 +199,7 @@ def write_results(results: Mapping, output_dir: str | os.PathLike) -> tuple[Path
         raise ValueError("write_results: expected a mapping with a 'protocols' key (MetricAccumulator.summary())")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data = _with_paper(results)
+    data = with_paper(results)
     json_path, md_path = output_dir / "results.json", output_dir / "results.md"
     _atomic_write_all({
         json_path: json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n",

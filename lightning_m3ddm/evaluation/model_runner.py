@@ -1,0 +1,163 @@
+"""The model as an evaluated method: predict's outpainting pipeline on a masked test clip.
+
+A protocol's mask keeps a rectangle of each frame (``MaskBands.known_box``) and asks for
+everything around it. That is exactly an outpainting job: the *source* is the known
+rectangle, the *target* is an explicit :class:`~lightning_m3ddm.geometry.Padding` of the
+band widths, which restores the full frame. The model never sees a generated-region
+pixel of the ground truth.
+
+The clip goes through :meth:`OutpaintingPipeline.outpaint` unchanged (canvas layout,
+masked context and Telea start latents, global frames, the window plan, dual guidance,
+seeds). The pipeline reads its source by streaming a video file, so the known rectangle
+is written to a temporary *lossless* file first (FFV1, RGB: decoded bit-exact, tested);
+at the paper's 256 x 256 that costs milliseconds per clip. (A frame-source hook in the
+pipeline would remove this round trip; it is the only reason for the file.)
+
+Output frame: the target's crop of the generated canvas (the whole canvas when the
+frame is square), resized to the protocol's frame size when the canvas differs (area
+averaging when shrinking, bicubic when enlarging), with the known rectangle set to the
+ground truth's pixels, as the released script pastes its source back and predict keeps
+the source pixels.
+
+Inference per method: ``dense`` = windows of 16 frames chained with guide frames, one
+level (paper 4.2, appendix C.2: "the dense predict form for short video outpainting");
+``coarse_to_fine`` = the protocol's strides (paper C.2: [30, 15, 1]) with the model's
+dense threshold (videos shorter than it are done densely, as the released script).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from lightning_m3ddm.coarse_to_fine import ScheduleConfig
+from lightning_m3ddm.geometry import Padding
+
+from .protocols import MaskBands, MaskProtocol
+
+# A dense plan whatever the length: the dense threshold is above any frame count.
+_ALWAYS_DENSE = sys.maxsize
+
+
+def schedule_for(base: ScheduleConfig, inference: str, strides: tuple[int, ...] | None = None) -> ScheduleConfig:
+    """The window schedule of one inference mode, from the model's own schedule.
+
+    Args:
+        base: the model's schedule (window, max_batch, dense threshold, strides).
+        inference: ``"dense"`` or ``"coarse_to_fine"``.
+        strides: the levels for ``coarse_to_fine`` (``None``: the model's).
+    """
+    if inference == "dense":
+        return ScheduleConfig(window=base.window, strides=(1,), dense_threshold=_ALWAYS_DENSE, max_batch=base.max_batch)
+    if inference == "coarse_to_fine":
+        return ScheduleConfig(
+            window=base.window, strides=tuple(strides or base.strides), dense_threshold=base.dense_threshold, max_batch=base.max_batch
+        )
+    raise ValueError(f"inference must be 'dense' or 'coarse_to_fine', got {inference!r}")
+
+
+def protocol_schedule(base: ScheduleConfig, protocol: MaskProtocol, dense: bool = False) -> ScheduleConfig:
+    """``m3ddm``: the protocol's inference; ``m3ddm_dense`` (``dense=True``): always dense."""
+    return schedule_for(base, "dense" if dense else protocol.inference, protocol.strides)
+
+
+def plan_key(schedule: ScheduleConfig, num_frames: int) -> tuple:
+    """Identifies the model calls of a plan: equal keys give identical outputs (same seeds)."""
+    return tuple(schedule.plan(num_frames).windows)
+
+
+def bands_padding(bands: MaskBands) -> Padding:
+    """The outpainting target that turns the known rectangle back into the full frame."""
+    return Padding(left=bands.left, right=bands.right, top=bands.top, bottom=bands.bottom)
+
+
+def write_lossless_video(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
+    """RGB uint8 (F, H, W, 3) frames to an FFV1 Matroska file that decodes bit-exact."""
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    height, width = frames.shape[1:3]
+    with av.open(os.fspath(path), mode="w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "bgr0"  # FFV1's lossless RGB layout
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = index
+            picture.time_base = 1 / rate
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def canvas_to_frame(canvas: np.ndarray, crop, size: tuple[int, int]) -> np.ndarray:
+    """The target's crop of a generated canvas at the evaluation size (width, height)."""
+    region = canvas[crop.y0 : crop.y1, crop.x0 : crop.x1]
+    width, height = size
+    if region.shape[:2] != (height, width):
+        shrink = region.shape[1] > width or region.shape[0] > height
+        region = cv2.resize(region, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return region
+
+
+class PipelineOutpainter:
+    """Runs an :class:`~lightning_m3ddm.predict.pipeline.OutpaintingPipeline` on clips in memory.
+
+    Args:
+        pipeline: the model's pipeline (e.g. ``M3DDMPredictor.pipeline``); its sampling,
+            canvas and global-frame settings are used as they are, its schedule is
+            replaced per call.
+        work_dir: where the temporary lossless clips go (default: system temp).
+    """
+
+    def __init__(self, pipeline, work_dir: str | os.PathLike | None = None):
+        self.pipeline = pipeline
+        self.work_dir = work_dir
+
+    @property
+    def base_schedule(self) -> ScheduleConfig:
+        return self.pipeline.schedule
+
+    def outpaint(self, frames: np.ndarray, bands: MaskBands, fps: float, schedule: ScheduleConfig) -> np.ndarray:
+        """Outpaint the masked bands of ``frames``.
+
+        Args:
+            frames: uint8 (F, H, W, 3) ground truth; only the known rectangle is used.
+            bands: the protocol's masked bands on this H x W frame.
+            fps: the clip's frame rate (conditions the model).
+            schedule: dense or coarse-to-fine windows (:func:`protocol_schedule`).
+
+        Returns:
+            uint8 (F, H, W, 3): generated bands, ground-truth known rectangle.
+        """
+        from lightning_m3ddm.predict.video_stream import probe_source
+
+        count, height, width = frames.shape[:3]
+        y0, y1, x0, x1 = bands.known_box(height, width)
+        target = bands_padding(bands)
+        pipeline = copy.copy(self.pipeline)  # shares the networks; own schedule and call counter
+        pipeline.schedule = schedule
+        with tempfile.TemporaryDirectory(prefix="m3ddm_eval_", dir=self.work_dir) as folder:
+            path = write_lossless_video(frames[:, y0:y1, x0:x1], Path(folder) / "known.mkv", fps)
+            info = probe_source(path)
+            if info.num_frames != count:
+                raise RuntimeError(f"lossless clip holds {info.num_frames} frames, expected {count}")
+            video = pipeline.outpaint(info, [target])
+            try:
+                crop = video.layout.crop_for(target)
+                out = np.empty_like(frames)
+                for index, canvas in enumerate(video.canvas_frames()):
+                    out[index] = canvas_to_frame(canvas, crop, (width, height))
+            finally:
+                video.close()
+        out[:, y0:y1, x0:x1] = frames[:, y0:y1, x0:x1]
+        return out
