@@ -88,7 +88,7 @@ def main(argv=None) -> None:
         loss.backward()
         clock.lap("backward_s")
         train_step.out = out.detach()
-        return {**clock.times, "forward_backward_s": sum(clock.times.values())}
+        return clock.total("forward_backward_s")
 
     def guided_eps() -> torch.Tensor:
         # the released pipeline's batch order: [uncond ctx, cond ctx] x [uncond global, cond global]

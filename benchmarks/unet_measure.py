@@ -95,13 +95,19 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 class PhaseClock:
-    """Wall-clock seconds of consecutive phases, synchronising CUDA at each boundary."""
+    """Seconds of consecutive phases, synchronising CUDA at each boundary.
+
+    ``times[name]`` is wall-clock; ``times[name + "_cpu"]`` the process's CPU time (all its
+    threads). On a machine shared with other jobs the wall clock of a multi-threaded run
+    swings widely, while the CPU time of a single-threaded run stays close to the work done.
+    """
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
         self.times: dict[str, float] = {}
         self._sync()
         self._t = time.perf_counter()
+        self._c = time.process_time()
 
     def _sync(self) -> None:
         if self.cuda:
@@ -111,9 +117,16 @@ class PhaseClock:
 
     def lap(self, name: str) -> None:
         self._sync()
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.times[name] = now - self._t
-        self._t = now
+        self.times[name.replace("_s", "_cpu_s")] = cpu - self._c
+        self._t, self._c = now, cpu
+
+    def total(self, name: str) -> dict[str, float]:
+        """The times so far plus their sum as ``name`` (wall) and its CPU twin."""
+        wall = sum(v for k, v in self.times.items() if not k.endswith("_cpu_s"))
+        cpu = sum(v for k, v in self.times.items() if k.endswith("_cpu_s"))
+        return {**self.times, name: wall, name.replace("_s", "_cpu_s"): cpu}
 
 
 def emit(result: dict) -> None:
