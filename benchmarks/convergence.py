@@ -100,8 +100,9 @@ def build_module(config: dict, seed: int) -> M3DDMLitModule:
     )
 
 
-def train(module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int) -> float:
+def train(module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int, out: Path) -> float:
     import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lightning_m3ddm.synthetic_shards import SyntheticShardsDataModule
 
@@ -109,8 +110,9 @@ def train(module, config: dict, steps: int, data_root: Path, seed: int, num_trai
     data_args.update(root=str(data_root), num_val_videos=0, num_train_videos=num_train_videos, seed=seed)
     data = SyntheticShardsDataModule(**data_args)
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, default_root_dir=out,
+        callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=100, save_last=True)],
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_seconds = None
     else:
         module = build_module(config, args.seed)
-        train_seconds = train(module, config, args.steps, args.out / "data", args.seed, args.train_videos)
+        train_seconds = train(module, config, args.steps, args.out / "data", args.seed, args.train_videos, args.out)
         module.trainer.save_checkpoint(args.out / "model.ckpt")
     module.eval()
 
