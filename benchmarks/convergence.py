@@ -100,7 +100,9 @@ def build_module(config: dict, seed: int) -> M3DDMLitModule:
     )
 
 
-def train(module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int, out: Path) -> float:
+def train(
+    module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int, out: Path, num_workers: int | None
+) -> float:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -108,6 +110,12 @@ def train(module, config: dict, steps: int, data_root: Path, seed: int, num_trai
 
     data_args = dict(config["data"]["init_args"])
     data_args.update(root=str(data_root), num_val_videos=0, num_train_videos=num_train_videos, seed=seed)
+    if num_workers is not None:
+        data_args["num_workers"] = num_workers
+    # every loader worker must get whole batches (partial batches are dropped)
+    workers = max(data_args.get("num_workers", 0), 1)
+    if num_train_videos < workers * data_args["batch_size"]:
+        raise SystemExit(f"--train-videos must be at least {workers * data_args['batch_size']} (workers x batch size)")
     data = SyntheticShardsDataModule(**data_args)
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -137,11 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny budget, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        # 16 videos: every worker gets whole batches (partial batches are dropped)
-        args.steps, args.train_videos, args.eval_clips, args.inference_steps = 2, 16, 2, 2
+        args.steps, args.train_videos, args.eval_clips, args.inference_steps = 2, 4, 2, 2
     torch.set_num_threads(2)
     config = yaml.safe_load(args.config.read_text())
     data_args = config["data"]["init_args"]
+    if args.quick:  # smallest clips the model takes: a smoke test of the harness, not a result
+        data_args.update(resolution=32, num_frames=4, num_global_frames=2, video_width=48, video_height=48, video_frames=24)
     size, frames, n_global = data_args["resolution"], data_args["num_frames"], data_args["num_global_frames"]
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -150,7 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
         train_seconds = None
     else:
         module = build_module(config, args.seed)
-        train_seconds = train(module, config, args.steps, args.out / "data", args.seed, args.train_videos, args.out)
+        train_seconds = train(
+            module, config, args.steps, args.out / "data", args.seed, args.train_videos, args.out,
+            num_workers=0 if args.quick else None,
+        )
         module.trainer.save_checkpoint(args.out / "model.ckpt")
     module.eval()
 
