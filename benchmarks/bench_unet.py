@@ -268,6 +268,14 @@ def run_worker(spec: Spec) -> dict:
     elif spec.mode == "forward":
         model.eval()
         step = forward_step
+    elif spec.mode == "profile":
+        model.train()
+        for _ in range(max(spec.warmup, 1)):
+            train_step()
+        result = profile_step(train_step, cuda)
+        if not cuda:
+            result["attention_kernels"] = attention_kernel_times(model, spec.frames, spec.global_frames, spec.size)
+        return result
     else:
         raise ValueError(f"unknown mode {spec.mode!r}")
 
@@ -308,6 +316,97 @@ def run_worker(spec: Spec) -> dict:
         # after the measurement: meta tensors take no memory, and the peak is already read
         result["flops"] = count_flops(spec.widths, spec.frames, spec.global_frames, spec.size, spec.batch)
     return result
+
+
+def profile_step(step, cuda: bool) -> dict:
+    """One training step under torch.profiler: self time per op, and the attention kernels' share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    ops = sorted(((e.key, getattr(e, attr), e.count) for e in events), key=lambda x: -x[1])
+    attention = sum(t for name, t, _ in ops if "scaled_dot_product" in name)
+    return {
+        "implementation": "ours",
+        "status": "ok",
+        "self_time_s": total / 1e6,
+        "attention_share": attention / total if total else 0.0,
+        "top_ops": [{"op": name, "self_s": t / 1e6, "calls": n} for name, t, n in ops[:12]],
+    }
+
+
+def attention_shapes(model, frames: int, global_frames: int, size: int) -> list[dict]:
+    """Every attention call of one forward, as (batch, heads, queries, keys, head dim) with its count.
+
+    Spatial self-attention runs per frame over its h*w tokens, cross-attention per clip over
+    the F*h*w tokens against the global-frame tokens, and the temporal transformer's two
+    self-attentions per pixel over the F frames.
+    """
+    from lightning_m3ddm.models.attention import SpatialTemporalTransformer
+    from lightning_m3ddm.models.global_encoder import GlobalFrameEncoder
+
+    heads = model.config.attention_head_dim
+    context = GlobalFrameEncoder.num_tokens(global_frames, size, size)
+    found: dict[tuple, int] = {}
+    side = size
+    levels = [side]
+    for _ in range(len(model.config.block_out_channels) - 1):
+        side = (side + 1) // 2
+        levels.append(side)
+
+    def add(key):
+        found[key] = found.get(key, 0) + 1
+
+    blocks = [(b.attentions, levels[i]) for i, b in enumerate(model.down_blocks)]
+    blocks.append((model.mid_block.attentions, levels[-1]))
+    blocks += [(b.attentions, levels[len(levels) - 1 - i]) for i, b in enumerate(model.up_blocks)]
+    for attentions, side in blocks:
+        for t in attentions or ():
+            assert isinstance(t, SpatialTemporalTransformer)
+            d = t.proj_in.out_channels // heads
+            tokens = side * side
+            add(("spatial self", frames, tokens, tokens, d))
+            add(("cross", 1, frames * tokens, context, d))
+            add(("temporal self", tokens, frames, frames, d))
+            add(("temporal self", tokens, frames, frames, d))
+    return [{"kind": k[0], "batch": k[1], "heads": heads, "queries": k[2], "keys": k[3], "head_dim": k[4], "count": n}
+            for k, n in found.items()]
+
+
+def attention_kernel_times(model, frames: int, global_frames: int, size: int) -> dict:
+    """Forward+backward CPU seconds of each attention shape, fused (SDPA) and as explicit softmax.
+
+    The explicit form is the released code's: matmul, softmax, matmul, with the scores kept
+    for the backward. Each is timed once after a warm-up call, in this process.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def explicit(q, k, v):
+        scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        return torch.matmul(scores.softmax(dim=-1), v)
+
+    def cpu_seconds(fn, shape_q, shape_kv):
+        q, k, v = (torch.randn(s, requires_grad=True) for s in (shape_q, shape_kv, shape_kv))
+        fn(q, k, v).sum().backward()
+        start = time.process_time()
+        fn(q, k, v).sum().backward()
+        return time.process_time() - start
+
+    rows, fused_total, explicit_total = [], 0.0, 0.0
+    for s in attention_shapes(model, frames, global_frames, size):
+        shape_q = (s["batch"], s["heads"], s["queries"], s["head_dim"])
+        shape_kv = (s["batch"], s["heads"], s["keys"], s["head_dim"])
+        fused = cpu_seconds(F.scaled_dot_product_attention, shape_q, shape_kv)
+        expl = cpu_seconds(explicit, shape_q, shape_kv)
+        rows.append({**s, "fused_s": fused, "explicit_s": expl})
+        fused_total += s["count"] * fused
+        explicit_total += s["count"] * expl
+    return {"rows": rows, "fused_total_s": fused_total, "explicit_total_s": explicit_total}
 
 
 def count_flops(widths, frames, global_frames, size, batch, guided: bool = False, guidance=(2.0, 4.0)) -> dict:
@@ -653,6 +752,35 @@ def render_markdown(report: dict) -> str:
                 f"{train_cells[1]} | {train_cells[2]} | {row['flops']['train_step_flops'] / 1e9:.1f} | {perf} {loads} |"
             )
         lines.append("")
+    prof = report.get("profile")
+    if prof and prof.get("status") == "ok":
+        lines += [
+            f"Profile of one training step of ours (widths {tuple(prof['widths'])}, torch.profiler, self time "
+            f"{prof['self_time_s']:.1f} s): the fused attention kernels (forward and backward) take "
+            f"**{100 * prof['attention_share']:.0f}%**.",
+            "",
+            "| op | self time | calls |",
+            "|---|---|---|",
+            *(f"| {o['op']} | {o['self_s']:.3f} s | {o['calls']} |" for o in prof["top_ops"]),
+            "",
+        ]
+        kernels = prof.get("attention_kernels")
+        if kernels:
+            lines += [
+                "Every attention call of one step, forward+backward CPU seconds per call, fused "
+                "(F.scaled_dot_product_attention, ours) and explicit softmax (matmul, softmax, matmul: the released "
+                "code's form), each timed alone:",
+                "",
+                "| attention | batch x heads | queries x keys | head dim | calls per step | fused | explicit | explicit / fused |",
+                "|---|---|---|---|---|---|---|---|",
+                *(f"| {r['kind']} | {r['batch']} x {r['heads']} | {r['queries']} x {r['keys']} | {r['head_dim']} | "
+                  f"{r['count']} | {r['fused_s']:.3f} s | {r['explicit_s']:.3f} s | "
+                  f"{r['explicit_s'] / max(r['fused_s'], 1e-9):.1f}x |" for r in kernels["rows"]),
+                f"| **all calls of a step** | | | | | **{kernels['fused_total_s']:.2f} s** | "
+                f"**{kernels['explicit_total_s']:.2f} s** | "
+                f"**{kernels['explicit_total_s'] / max(kernels['fused_total_s'], 1e-9):.1f}x** |",
+                "",
+            ]
     cmp_ = report.get("compare")
     if cmp_:
         if cmp_.get("status") != "ok":
@@ -783,6 +911,8 @@ def parse_args(argv=None):
                    help="what to run side by side: train (one forward+backward), guided_step (one denoising step)")
     p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 4.0), metavar=("CONTEXT", "GLOBAL"),
                    help="s1, s2 of eq. 4 (paper 4.4.1)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one training step of ours at the side-by-side setting (torch.profiler)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test: tiny config, 4 frames, 16x16, one run each")
     p.add_argument("--json", default="", help="write the full report here")
@@ -840,6 +970,13 @@ def main(argv=None) -> None:
         names = [r[k].get("device_name") for r in report["scaling"]["rows"] for k in ("forward", "train")]
         report["machine"]["gpu"] = next((n for n in names if n), None)
     report["compare"] = run_compare(args)
+    if args.profile:
+        spec = Spec(mode="profile", widths=tuple(args.compare_widths), frames=args.compare_frames,
+                    global_frames=args.compare_global_frames, size=args.size, threads=args.threads,
+                    device=args.device, dtype=args.dtype,
+                    memory_limit_bytes=_memory_limit(args.memory_headroom_gib, args.max_memory_gib))
+        report["profile"] = launch_ours(spec, args.timeout)
+        report["profile"]["widths"] = list(args.compare_widths)
     report["load_end"] = um.load_average()
     text = render_markdown(report)
     print(text)
