@@ -4,7 +4,7 @@ One training step: encode the clip, its masked version and the global frames wit
 frozen autoencoder; drop the context c1 and the global frames c2 to their null values
 independently (p1, p2); noise the clip latents at a random timestep; predict the noise
 from [noisy latents, masked-video latents, mask] with fps and global-frame cross-attention;
-MSE against the added noise.
+MSE against the added noise (or against v, with ``noise_schedule.prediction_type``).
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class M3DDMLitModule(L.LightningModule):
         init: where the initial weights come from (see :class:`UNetInit`).
         autoencoder: the frozen autoencoder (an instance or a ``{class_path, init_args}`` dict);
             default a pixel-unshuffle (x4) stand-in.
-        noise_schedule: DDPM training schedule (1000 steps, scaled-linear 0.00085-0.012).
+        noise_schedule: DDPM training schedule (1000 steps, scaled-linear 0.00085-0.012) and
+            what the UNet predicts (noise by default, or v).
         condition_dropout: p1, p2 of the dual classifier-free guidance training.
         optimizer: optimizer and warm-up.
         ema_decay: keep an exponential moving average of the UNet (e.g. 0.9999) used for
@@ -207,7 +208,11 @@ class M3DDMLitModule(L.LightningModule):
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         pred = unet(condition.unet_input(noisy), timesteps, fps=batch["fps"], global_latents=global_latents).sample
-        return F.mse_loss(pred.float(), noise.float())
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return F.mse_loss(pred.float(), target.float())
 
     def step_generator(self, device: torch.device) -> torch.Generator:
         """Noise, timesteps and condition dropout drawn from (seed, step, rank): a resumed run
@@ -397,3 +402,12 @@ def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
         return None
     spec = _read_checkpoint(path).get("hyper_parameters", {}).get("autoencoder")
     return from_spec(spec) if isinstance(spec, dict) else None
+
+
+def checkpoint_prediction_type(path: str | Path) -> str | None:
+    """What the UNet of a framework ``.ckpt`` predicts (None for other paths)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    schedule = _read_checkpoint(path).get("hyper_parameters", {}).get("noise_schedule")
+    return schedule.get("prediction_type", "epsilon") if isinstance(schedule, dict) else None

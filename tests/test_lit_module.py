@@ -85,6 +85,32 @@ def test_loss_on_a_fixed_batch_matches_an_independent_computation():
     torch.testing.assert_close(loss, ((pred - noise) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 
+def test_v_prediction_loss_targets_velocity():
+    module = make_module(noise_schedule={"prediction_type": "v_prediction"}).eval()
+    batch = make_batch()
+    loss = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
+
+    gen = torch.Generator().manual_seed(5)
+    latents, condition, global_latents, _ = module.encode_batch(batch)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, 1000, (2,), generator=gen)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
+    noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
+    velocity = abar.sqrt() * noise - (1 - abar).sqrt() * latents
+    x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
+    with torch.no_grad():
+        pred = module.unet(x, t, fps=batch["fps"], global_latents=global_latents).sample
+    torch.testing.assert_close(loss, ((pred - velocity) ** 2).mean(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(loss, ((pred - noise) ** 2).mean(), rtol=1e-3)
+    assert module.hparams.noise_schedule["prediction_type"] == "v_prediction"
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        make_module(noise_schedule={"prediction_type": "sample"})
+
+
 def test_ema_update_is_an_exponential_average():
     module = make_module(ema_decay=0.9)
     with torch.no_grad():

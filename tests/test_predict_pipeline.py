@@ -210,7 +210,7 @@ def test_start_latents_are_noised_inpainting_or_pure_noise(video_80):
         try:
             window = video.plan.windows[0]
             noisy = unet.calls[0]["sample"][0, :C]  # latents of the first window at its first step
-            scheduler = scheduler_for("ddpm")
+            scheduler = scheduler_for(SamplingConfig(scheduler="ddpm"))
             scheduler.set_timesteps(2)
             start = torch.from_numpy(video.latents.context.read(list(window.frames)))
             if init == "inpaint":

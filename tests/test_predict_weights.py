@@ -80,6 +80,31 @@ def test_folder_of_this_framework_and_config_weights(tmp_path):
     assert not torch.equal(one.state_dict()[w], other.state_dict()[w])
 
 
+def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_path):
+    import lightning as L
+
+    from lightning_m3ddm.autoencoders import PatchDCTAutoencoder
+    from lightning_m3ddm.lit_module import M3DDMLitModule
+
+    ae = PatchDCTAutoencoder(factor=4, luma_coefficients=3, chroma_coefficients=1)
+    module = M3DDMLitModule(unet=SMALL, autoencoder=ae, noise_schedule={"prediction_type": "v_prediction"})
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    weights = UNetInit(source="pretrained", path=str(tmp_path / "run.ckpt"))
+
+    predictor = M3DDMPredictor(weights=weights, sampling=SamplingConfig(scheduler="ddim"))
+    assert isinstance(predictor.autoencoder, PatchDCTAutoencoder)
+    assert predictor.autoencoder.init_args() == ae.init_args()
+    assert predictor.pipeline.sampling.prediction_type == "v_prediction"
+    from lightning_m3ddm.predict.pipeline import scheduler_for
+
+    assert scheduler_for(predictor.pipeline.sampling).config.prediction_type == "v_prediction"
+    # given explicitly, the setting wins over the checkpoint's
+    forced = M3DDMPredictor(weights=weights, sampling=SamplingConfig(prediction_type="epsilon"))
+    assert forced.pipeline.sampling.prediction_type == "epsilon"
+
+
 def test_unusable_weights_say_what_is_wrong(tmp_path):
     with pytest.raises(CheckpointError, match="StableDiffusionVAE"):  # 4-channel UNet, 48-channel stand-in
         build_unet(UNetInit(source="official", path=str(GOLDEN)), None, 48)

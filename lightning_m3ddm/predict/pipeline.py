@@ -43,7 +43,7 @@ from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uin
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
 from lightning_m3ddm.predict.video_stream import SourceInfo, iter_source_frames
-from lightning_m3ddm.sampling import Guidance, make_scheduler, sample_latents
+from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class SamplingConfig:
             ``noise``: pure Gaussian noise.
         inpaint_radius: OpenCV inpainting radius (released script: 5).
         seed: base seed; window ``i`` samples with its own generator seeded by (seed, i).
+        prediction_type: what the UNet predicts, ``epsilon`` (paper, released model) or
+            ``v_prediction``; None: as recorded in a framework ``.ckpt``, else ``epsilon``.
     """
 
     scheduler: str = "ddpm"
@@ -71,13 +73,18 @@ class SamplingConfig:
     init: Literal["inpaint", "noise"] = "inpaint"
     inpaint_radius: int = 5
     seed: int = 0
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.init not in ("inpaint", "noise"):
             raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
+        self.noise_schedule()  # fail early on an unknown prediction type
         make_scheduler(self.scheduler)  # fail early on an unknown name
+
+    def noise_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(prediction_type=self.prediction_type or "epsilon")
 
     @property
     def guidance(self) -> Guidance:
@@ -105,9 +112,9 @@ class GlobalFramesConfig:
             raise ValueError(f"global frame mode must be 'masked' or 'resize', got {self.mode!r}")
 
 
-def scheduler_for(name: str):
-    """A fresh diffusers scheduler by name with Stable Diffusion's settings."""
-    return make_scheduler(name)
+def scheduler_for(sampling: SamplingConfig):
+    """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
+    return make_scheduler(sampling.scheduler, sampling.noise_schedule())
 
 
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.
@@ -317,7 +324,7 @@ class OutpaintingPipeline:
         """Run every level of ``plan``, writing each window's generated frames to ``latents.generated``."""
         levels = [(level, batch_level(level, self.schedule.max_batch)) for level in plan.levels]
         total_windows = len(plan.windows)
-        counter = scheduler_for(self.sampling.scheduler)
+        counter = scheduler_for(self.sampling)
         counter.set_timesteps(self.sampling.num_inference_steps)
         bar = tqdm(
             total=total_windows * len(counter.timesteps),  # PNDM takes one step more
@@ -398,7 +405,7 @@ class OutpaintingPipeline:
 
         out = sample_latents(
             self.unet,
-            scheduler_for(self.sampling.scheduler),
+            scheduler_for(self.sampling),
             condition,
             null,
             repeat(conditioning.tokens[0], "t d -> b t d", b=b),

@@ -18,8 +18,9 @@ Weights (``weights.source``):
 
 from __future__ import annotations
 
+
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import lightning as L
@@ -29,7 +30,7 @@ from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError, load_official_unet
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import CANVAS_SIZE, CropMode, Target, is_copy_through
-from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, load_pretrained_unet
+from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpoint_prediction_type, load_pretrained_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError
@@ -149,8 +150,12 @@ class M3DDMPredictor(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["autoencoder"])
-        if autoencoder is None and weights.source == "pretrained" and weights.path is not None:
-            autoencoder = checkpoint_autoencoder(weights.path)  # the one the run was trained with
+        if weights.source == "pretrained" and weights.path is not None:
+            # what the run was trained with, unless given
+            if autoencoder is None:
+                autoencoder = checkpoint_autoencoder(weights.path)
+            if sampling.prediction_type is None:
+                sampling = replace(sampling, prediction_type=checkpoint_prediction_type(weights.path))
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False).eval()
         self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
