@@ -9,7 +9,7 @@ per-frame Telea inpainting on:
 - temporal error: mean |(x[t+1] - x[t]) - (gt[t+1] - gt[t])| over the generated region, i.e.
   how far the frame-to-frame change of the fill is from the ground truth's (lower is better).
 
-    python benchmarks/convergence.py --steps 600 --out outputs/convergence
+    python benchmarks/convergence.py --steps 1200 --out outputs/convergence
     python benchmarks/convergence.py --quick          # smoke test, seconds
 """
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from lightning_m3ddm.autoencoders import from_spec  # noqa: E402
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames  # noqa: E402
 from lightning_m3ddm.evaluation.baselines import telea_frame  # noqa: E402
-from lightning_m3ddm.lit_module import M3DDMLitModule, OptimizerConfig  # noqa: E402
+from lightning_m3ddm.lit_module import M3DDMLitModule  # noqa: E402
 from lightning_m3ddm.sampling import Guidance  # noqa: E402
 
 
@@ -89,15 +89,10 @@ def telea(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def build_module(config: dict, seed: int) -> M3DDMLitModule:
-    args = config["model"]["init_args"]
+    """The config's model, every ``init_args`` field as the CLI would pass it, seeded."""
+    args = dict(config["model"]["init_args"])
     torch.manual_seed(seed)
-    return M3DDMLitModule(
-        unet=args["unet"],
-        autoencoder=from_spec(args["autoencoder"]),
-        optimizer=OptimizerConfig(**args.get("optimizer", {})),
-        ema_decay=args.get("ema_decay"),
-        seed=seed,
-    )
+    return M3DDMLitModule(**{**args, "autoencoder": from_spec(args.get("autoencoder")), "seed": seed})
 
 
 def train(
@@ -120,7 +115,7 @@ def train(
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=out,
-        callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=100, save_last=True)],
+        callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=300, save_top_k=-1, save_last=True)],
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
@@ -130,7 +125,7 @@ def train(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny_cpu.yaml")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (the budget)")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps (the budget)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-videos", type=int, default=64)
     parser.add_argument("--eval-clips", type=int, default=16)

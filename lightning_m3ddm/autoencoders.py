@@ -87,10 +87,10 @@ class PatchDCTAutoencoder(Autoencoder):
     the best approximation of x in the kept subspace and encode(decode(z)) == z.
 
     Why not pixel-unshuffle for training: its 3 * factor^2 latent channels (48 at x4) are as
-    many as a tiny UNet's widths, and the UNet then learns very slowly (a 64-wide UNet was
-    still at noise MSE 0.4 after 300 steps with 48 channels, 0.25 after 40 with 12). The
-    default keeps 12 channels at x4: 32-33 dB reconstruction PSNR on the generated videos
-    and on the sample clip.
+    many as a tiny UNet's widths, and the UNet then learns very slowly (64-wide UNet, one
+    fixed batch, lr 1e-3, 40 steps: noise MSE 0.86 with 48 channels, 0.23 with 12). The
+    default keeps 12 channels at x4: 32.8 dB reconstruction PSNR on the generated videos,
+    31.9 dB on the sample clip.
     """
 
     def __init__(
