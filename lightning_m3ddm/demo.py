@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             "--model.init_args.weights.source=pretrained", f"--model.init_args.weights.path={ckpt}",
             "--model.init_args.unet=null", "--model.init_args.autoencoder=null",
             "--model.init_args.canvas_size=64", "--model.init_args.sampling.scheduler=ddim",
+            # the tiny model was trained on 8-frame clips: 8-frame windows, key frames 7 apart
+            "--model.init_args.schedule.window=8", "--model.init_args.schedule.strides=[7, 1]",
             f"--model.init_args.sampling.num_inference_steps={args.inference_steps}",
             "--input", str(SAMPLE_CLIP), str(generated), "--target_ratio", "9:16", "--output_dir", str(videos_dir),
         ],
