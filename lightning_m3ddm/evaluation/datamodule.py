@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .inputs import DAVIS_FPS, EvalVideo, read_names_file, resolve_videos
 
@@ -67,21 +66,6 @@ def ensure_synthetic_inputs(spec: SyntheticInputs) -> list[str]:
                     shutil.rmtree(partial, ignore_errors=True)
         paths.append(str(path))
     return paths
-
-
-class _Videos(Dataset):
-    def __init__(self, videos: Sequence[EvalVideo]):
-        self.videos = list(videos)
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, index: int) -> EvalVideo:
-        return self.videos[index]
-
-
-def _as_list(items: list[EvalVideo]) -> list[EvalVideo]:
-    return list(items)
 
 
 class EvaluationDataModule(L.LightningDataModule):
@@ -142,4 +126,4 @@ class EvaluationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
-        return DataLoader(_Videos(self.videos), batch_size=1, shuffle=False, collate_fn=_as_list)
+        return DataLoader(self.videos, batch_size=1, shuffle=False, collate_fn=list)  # lists of paths, not tensors

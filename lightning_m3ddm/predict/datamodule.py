@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
 from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
@@ -158,21 +158,6 @@ def resolve_jobs(
     return jobs
 
 
-class VideoJobDataset(Dataset):
-    def __init__(self, jobs: Sequence[VideoJob]):
-        self.jobs = list(jobs)
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, index: int) -> VideoJob:
-        return self.jobs[index]
-
-
-def _as_list(items: list[VideoJob]) -> list[VideoJob]:
-    return list(items)
-
-
 class VideoPredictDataModule(L.LightningDataModule):
     """Input videos for ``predict``; linked from the CLI's ``--input`` and ``--target_ratio``.
 
@@ -210,4 +195,5 @@ class VideoPredictDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.jobs is None:
             self.setup("predict")
-        return DataLoader(VideoJobDataset(self.jobs), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
+        # a list is a map-style dataset; batches stay lists of jobs (paths, not tensors)
+        return DataLoader(self.jobs, batch_size=self.batch_size, shuffle=False, collate_fn=list)
