@@ -64,6 +64,22 @@ def test_null_context_is_black_latent_with_all_ones_mask_and_keeps_guides():
     assert torch.all(null.masked_latents[:, :, 1:] == -1) and torch.all(null.mask[:, :, 1:] == 1)
 
 
+def _forward_process_by_hand(module, batch, seed):
+    """The draws of ``diffusion_loss(generator=seed)`` and the DDPM forward process written out:
+    (clip latents, noise, alpha_bar (B,1,1,1,1), the UNet's prediction)."""
+    gen = torch.Generator().manual_seed(seed)
+    latents, condition, global_latents, _ = module.encode_batch(batch)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, 1000, (latents.shape[0],), generator=gen)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
+    noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
+    x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
+    with torch.no_grad():
+        pred = module.unet(x, t, fps=batch["fps"], global_latents=global_latents).sample
+    return latents, noise, abar, pred
+
+
 def test_loss_on_a_fixed_batch_matches_an_independent_computation():
     module = make_module().eval()
     batch = make_batch()
@@ -71,17 +87,7 @@ def test_loss_on_a_fixed_batch_matches_an_independent_computation():
     again = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
     assert torch.equal(loss, again) and torch.isfinite(loss) and loss > 0
 
-    # by hand: same draws, DDPM forward process written out
-    gen = torch.Generator().manual_seed(5)
-    latents, condition, global_latents, _ = module.encode_batch(batch)
-    noise = torch.randn(latents.shape, generator=gen)
-    t = torch.randint(0, 1000, (2,), generator=gen)
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
-    noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
-    x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
-    with torch.no_grad():
-        pred = module.unet(x, t, fps=batch["fps"], global_latents=global_latents).sample
+    _, noise, _, pred = _forward_process_by_hand(module, batch, 5)
     torch.testing.assert_close(loss, ((pred - noise) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 
@@ -90,17 +96,8 @@ def test_v_prediction_loss_targets_velocity():
     batch = make_batch()
     loss = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
 
-    gen = torch.Generator().manual_seed(5)
-    latents, condition, global_latents, _ = module.encode_batch(batch)
-    noise = torch.randn(latents.shape, generator=gen)
-    t = torch.randint(0, 1000, (2,), generator=gen)
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
-    noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
+    latents, noise, abar, pred = _forward_process_by_hand(module, batch, 5)
     velocity = abar.sqrt() * noise - (1 - abar).sqrt() * latents
-    x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
-    with torch.no_grad():
-        pred = module.unet(x, t, fps=batch["fps"], global_latents=global_latents).sample
     torch.testing.assert_close(loss, ((pred - velocity) ** 2).mean(), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(loss, ((pred - noise) ** 2).mean(), rtol=1e-3)
     assert module.hparams.noise_schedule["prediction_type"] == "v_prediction"
