@@ -389,25 +389,26 @@ def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
 
 
 def _read_checkpoint(path: Path) -> dict:
+    # mmap: reading only the hyperparameters of a multi-GB checkpoint does not load its tensors
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({err})") from err
 
 
+def _checkpoint_hyperparameters(path: str | Path) -> dict | None:
+    """The ``hyper_parameters`` of a framework ``.ckpt`` (None for other paths, e.g. folders)."""
+    path = Path(path).expanduser()
+    return _read_checkpoint(path).get("hyper_parameters", {}) if path.is_file() else None
+
+
 def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
     """The autoencoder a framework ``.ckpt`` was trained with (None for other paths)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        return None
-    spec = _read_checkpoint(path).get("hyper_parameters", {}).get("autoencoder")
+    spec = (_checkpoint_hyperparameters(path) or {}).get("autoencoder")
     return from_spec(spec) if isinstance(spec, dict) else None
 
 
 def checkpoint_prediction_type(path: str | Path) -> str | None:
     """What the UNet of a framework ``.ckpt`` predicts (None for other paths)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        return None
-    schedule = _read_checkpoint(path).get("hyper_parameters", {}).get("noise_schedule")
+    schedule = (_checkpoint_hyperparameters(path) or {}).get("noise_schedule")
     return schedule.get("prediction_type", "epsilon") if isinstance(schedule, dict) else None
