@@ -96,7 +96,8 @@ def build_module(config: dict, seed: int) -> M3DDMLitModule:
 
 
 def train(
-    module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int, out: Path, num_workers: int | None
+    module, config: dict, steps: int, data_root: Path, seed: int, num_train_videos: int, out: Path,
+    num_workers: int | None, resume: Path | None = None,
 ) -> float:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -118,7 +119,7 @@ def train(
         callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=300, save_top_k=-1, save_last=True)],
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
     return time.perf_counter() - start
 
 
@@ -133,9 +134,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--interval", type=int, default=2, help="source frames between clip frames")
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--inference-steps", type=int, default=25)
+    parser.add_argument("--timestep-spacing", choices=["leading", "trailing", "linspace"], default="leading")
     parser.add_argument("--guidance-context", type=float, default=2.0)
     parser.add_argument("--guidance-global", type=float, default=4.0)
     parser.add_argument("--checkpoint", type=Path, help="skip training: evaluate this .ckpt")
+    parser.add_argument(
+        "--resume", type=Path,
+        help="continue the run that wrote this checkpoint (same --out, seed and data) up to --steps in all",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "convergence")
     parser.add_argument("--quick", action="store_true", help="tiny budget, for a smoke test")
     args = parser.parse_args(argv)
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         module = build_module(config, args.seed)
         train_seconds = train(
             module, config, args.steps, args.out / "data", args.seed, args.train_videos, args.out,
-            num_workers=0 if args.quick else None,
+            num_workers=0 if args.quick else None, resume=args.resume,
         )
         module.trainer.save_checkpoint(args.out / "model.ckpt")
     module.eval()
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
                     scheduler=args.sampler,
                     guidance=Guidance(args.guidance_context, args.guidance_global),
                     seed=args.seed + i,
+                    timestep_spacing=args.timestep_spacing,
                 )
                 for i in range(0, clips.shape[0], 4)
             ]
@@ -190,10 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "model": {"psnr_region": region_psnr(generated, clips, mask), "temporal_error": temporal_error(generated, clips, mask)},
         "telea": {"psnr_region": region_psnr(baseline, clips, mask), "temporal_error": temporal_error(baseline, clips, mask)},
-        "budget": {"steps": args.steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos},
+        "budget": {
+            "steps": args.steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos,
+            "resumed_from": str(args.resume) if args.resume else None,
+        },
         "eval": {
             "clips": args.eval_clips, "frames": frames, "size": size, "mask_ratio": float(mask.mean()),
             "interval": args.interval, "sampler": args.sampler, "inference_steps": args.inference_steps,
+            "timestep_spacing": args.timestep_spacing,
             "guidance": [args.guidance_context, args.guidance_global], "sample_seconds": sample_seconds,
         },
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -10,6 +10,7 @@ MSE against the added noise (or against v, with ``noise_schedule.prediction_type
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,12 @@ class ConditionDropout:
 
 @dataclass
 class OptimizerConfig:
-    """Adam, lr 1e-4, 1,000 warm-up steps (paper Appendix C.2); constant afterwards."""
+    """Adam, lr 1e-4, 1,000 warm-up steps (paper Appendix C.2); constant afterwards.
+
+    ``decay``: after the warm-up, ``constant`` (paper) or ``cosine`` down to
+    ``min_lr_ratio * lr`` at ``decay_steps`` (None: the trainer's ``max_steps``), for runs
+    whose length is fixed in advance, such as a fine-tuning.
+    """
 
     name: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-4
@@ -56,6 +62,28 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     eps: float = 1e-8
+    decay: Literal["constant", "cosine"] = "constant"
+    decay_steps: int | None = None
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.decay not in ("constant", "cosine"):
+            raise ValueError(f"decay must be 'constant' or 'cosine', got {self.decay!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+def lr_multiplier(
+    step: int, warmup_steps: int, decay: str = "constant", decay_steps: int | None = None, min_ratio: float = 0.0
+) -> float:
+    """Factor on the base lr at optimizer step ``step`` (0-based): linear warm-up, then the decay."""
+    warmup = max(warmup_steps, 1)
+    if decay != "constant" and (not decay_steps or decay_steps <= warmup):
+        raise ValueError(f"{decay} decay needs decay_steps > warmup_steps ({warmup}), got {decay_steps}")
+    if step + 1 < warmup or decay == "constant":
+        return min(1.0, (step + 1) / warmup)
+    progress = min(1.0, (step + 1 - warmup) / (decay_steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -257,8 +285,15 @@ class M3DDMLitModule(L.LightningModule):
         cfg = self.optimizer_config
         cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
         opt = cls(self.unet.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        warmup = max(cfg.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        decay_steps = cfg.decay_steps
+        if cfg.decay != "constant" and decay_steps is None:
+            decay_steps = self.trainer.max_steps if self._trainer is not None else None
+            if decay_steps is None or decay_steps < 0:
+                raise ValueError("optimizer.decay needs optimizer.decay_steps or trainer.max_steps")
+        lr_multiplier(0, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio)  # fail before training
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_multiplier(step, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -309,11 +344,12 @@ class M3DDMLitModule(L.LightningModule):
         scheduler: str = "ddpm",
         guidance: Guidance = Guidance(),
         seed: int = 0,
+        timestep_spacing: str | None = None,
     ) -> torch.Tensor:
         """Generate the masked regions of the batch's clips: (B, F, 3, H, W) in [-1, 1].
 
         Known pixels are pasted back from the input, as the generated region is what the
-        model was asked for.
+        model was asked for. ``timestep_spacing``: see :func:`~lightning_m3ddm.sampling.make_scheduler`.
         """
         unet = self.denoiser()
         device = batch["video"].device
@@ -325,7 +361,7 @@ class M3DDMLitModule(L.LightningModule):
         null_tokens = unet.encode_global_frames(torch.zeros_like(global_latents))
         out = sample_latents(
             unet,
-            make_scheduler(scheduler, NoiseSchedule(**self.hparams.noise_schedule)),
+            make_scheduler(scheduler, NoiseSchedule(**self.hparams.noise_schedule), timestep_spacing=timestep_spacing),
             condition,
             null,
             tokens,

@@ -72,12 +72,22 @@ SCHEDULER_SETTINGS: dict[str, dict] = {
 }
 
 
-def make_scheduler(name: str = "ddpm", schedule: NoiseSchedule = NoiseSchedule(), **kwargs):
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def make_scheduler(
+    name: str = "ddpm", schedule: NoiseSchedule = NoiseSchedule(), timestep_spacing: str | None = None, **kwargs
+):
     """A diffusers scheduler by name with Stable Diffusion's settings: ddpm (paper), pndm
-    (released script), ddim, dpm++. ``kwargs`` override the settings."""
+    (released script), ddim, dpm++. ``timestep_spacing`` (None: the setting's) and ``kwargs``
+    override the settings."""
     key = name.lower()
     if key not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if timestep_spacing is not None:
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
+        kwargs["timestep_spacing"] = timestep_spacing
     return SCHEDULERS[key](**schedule.kwargs(), **{**SCHEDULER_SETTINGS[key], **kwargs})
 
 

@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder

@@ -9,7 +9,7 @@ import torch
 from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
 from lightning_m3ddm.conditioning import Condition, black_frame_latent, guide_frames, null_condition
 from lightning_m3ddm.data.augmentation import augment
-from lightning_m3ddm.lit_module import ConditionDropout, M3DDMLitModule, OptimizerConfig, drop_conditions
+from lightning_m3ddm.lit_module import ConditionDropout, M3DDMLitModule, OptimizerConfig, drop_conditions, lr_multiplier
 
 TINY = dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8, attention_head_dim=4, layers_per_block=1)
 
@@ -101,6 +101,37 @@ def test_v_prediction_loss_targets_velocity():
     torch.testing.assert_close(loss, ((pred - velocity) ** 2).mean(), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(loss, ((pred - noise) ** 2).mean(), rtol=1e-3)
     assert module.hparams.noise_schedule["prediction_type"] == "v_prediction"
+
+
+def test_lr_warms_up_then_stays_constant_by_default():
+    assert [lr_multiplier(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_cosine_decay_after_warm_up_reaches_the_floor_at_decay_steps():
+    lrs = [lr_multiplier(s, 10, "cosine", 110, 0.1) for s in range(120)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[59] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
+    assert lrs[109] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
+
+
+def test_cosine_decay_follows_the_trainers_max_steps():
+    module = make_module(optimizer=OptimizerConfig(warmup_steps=2, decay="cosine"))
+    module.trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    factors = [sched.lr_lambdas[0](s) for s in (0, 1, 11)]
+    assert factors == pytest.approx([0.5, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(decay="linear"), "decay must be"), (dict(min_lr_ratio=2.0), "min_lr_ratio")],
+)
+def test_bad_lr_schedule_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OptimizerConfig(**kwargs)
+    with pytest.raises(ValueError, match="decay_steps"):
+        lr_multiplier(0, 10, "cosine", 5)
 
 
 def test_unknown_prediction_type_is_refused():

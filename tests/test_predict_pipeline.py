@@ -266,3 +266,16 @@ def test_latents_live_on_disk_and_are_removed(video_80):
     assert len(frames) == 80 and frames[0].shape == (32, 32, 3) and frames[0].dtype == np.uint8
     video.close()
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("spacing, first", [("trailing", 999), ("leading", 501)])
+def test_timestep_spacing_reaches_the_unet(video_80, spacing, first):
+    unet = RecordingUNet()
+    pipe = make_pipeline(unet, max_batch=1, steps=2, scheduler="ddim", timestep_spacing=spacing)
+    pipe.outpaint(video_80, [parse_ratio("1:1")])
+    assert int(unet.calls[0]["timestep"].flatten()[0]) == first
+
+
+def test_unknown_timestep_spacing_fails_when_configured():
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        SamplingConfig(timestep_spacing="backwards")

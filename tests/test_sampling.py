@@ -29,6 +29,21 @@ def test_unknown_scheduler_is_a_clear_error():
         make_scheduler("euler")
 
 
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "dpm++"])
+def test_trailing_spacing_starts_from_the_last_training_timestep(name):
+    leading, trailing = make_scheduler(name), make_scheduler(name, timestep_spacing="trailing")
+    leading.set_timesteps(4)
+    trailing.set_timesteps(4)
+    assert int(trailing.timesteps[0]) == 999  # pure noise is x_T: the first step must be at T
+    if name != "dpm++":  # Stable Diffusion's leading spacing starts well below T with few steps
+        assert int(leading.timesteps[0]) < 900
+
+
+def test_unknown_timestep_spacing_is_a_clear_error():
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        make_scheduler("ddim", timestep_spacing="backwards")
+
+
 def test_guidance_branch_selection():
     assert Guidance(2, 4).branches() == ("00", "10", "11")
     assert Guidance(1, 4).branches() == ("10", "11")

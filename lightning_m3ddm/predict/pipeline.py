@@ -64,6 +64,11 @@ class SamplingConfig:
         seed: base seed; window ``i`` samples with its own generator seeded by (seed, i).
         prediction_type: what the UNet predicts, ``epsilon`` (paper, released model) or
             ``v_prediction``; None: as recorded in a framework ``.ckpt``, else ``epsilon``.
+        timestep_spacing: diffusers' placement of the inference timesteps: ``leading``
+            (Stable Diffusion's, which the released script uses), ``trailing`` (the first
+            step at t = T - 1, from pure noise: much better with few steps, Lin et al.,
+            "Common diffusion noise schedules and sample steps are flawed", WACV 2024) or
+            ``linspace``; None: the scheduler's Stable Diffusion setting.
     """
 
     scheduler: str = "ddpm"
@@ -74,6 +79,7 @@ class SamplingConfig:
     inpaint_radius: int = 5
     seed: int = 0
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    timestep_spacing: Literal["leading", "trailing", "linspace"] | None = None
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
@@ -81,7 +87,7 @@ class SamplingConfig:
         if self.init not in ("inpaint", "noise"):
             raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
         self.noise_schedule()  # fail early on an unknown prediction type
-        make_scheduler(self.scheduler)  # fail early on an unknown name
+        scheduler_for(self)  # fail early on an unknown name or spacing
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(prediction_type=self.prediction_type or "epsilon")
@@ -114,7 +120,7 @@ class GlobalFramesConfig:
 
 def scheduler_for(sampling: SamplingConfig):
     """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
-    return make_scheduler(sampling.scheduler, sampling.noise_schedule())
+    return make_scheduler(sampling.scheduler, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)
 
 
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.
