@@ -10,6 +10,8 @@ per-frame Telea inpainting on:
   how far the frame-to-frame change of the fill is from the ground truth's (lower is better).
 
     python benchmarks/convergence.py --steps 1200 --out outputs/convergence
+    python benchmarks/convergence.py --checkpoint outputs/convergence/model.ckpt \
+        --timestep-spacing trailing --inference-steps 1   # the model's one-step estimate
     python benchmarks/convergence.py --quick          # smoke test, seconds
 """
 
