@@ -290,7 +290,7 @@ class M3DDMLitModule(L.LightningModule):
             decay_steps = self.trainer.max_steps if self._trainer is not None else None
             if decay_steps is None or decay_steps < 0:
                 raise ValueError("optimizer.decay needs optimizer.decay_steps or trainer.max_steps")
-        lr_multiplier(0, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio)  # fail before training
+        # LambdaLR evaluates step 0 here, so a bad schedule fails before training
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_multiplier(step, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio)
         )

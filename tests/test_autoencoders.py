@@ -1,16 +1,15 @@
 """The weight-free autoencoders: exact properties and reconstruction quality on the sample clip."""
 
 import math
-
-import numpy as np
-import pytest
-import torch
-
-from lightning_m3ddm.autoencoders import PatchDCTAutoencoder, PixelUnshuffleAutoencoder, from_spec, patch_dct_basis
 from pathlib import Path
 
 import av
+import numpy as np
+import pytest
+import torch
 from scipy.fft import dctn
+
+from lightning_m3ddm.autoencoders import PatchDCTAutoencoder, PixelUnshuffleAutoencoder, from_spec, patch_dct_basis
 
 CLIP = Path(__file__).parent / "data" / "carphone_176x144_30fps_120f.mp4"
 

@@ -130,8 +130,18 @@ def test_cosine_decay_follows_the_trainers_max_steps():
 def test_bad_lr_schedule_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OptimizerConfig(**kwargs)
+
+
+def test_cosine_decay_without_a_length_is_refused_before_training():
     with pytest.raises(ValueError, match="decay_steps"):
         lr_multiplier(0, 10, "cosine", 5)
+    module = make_module(optimizer=OptimizerConfig(decay="cosine"))
+    module.trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="decay_steps or trainer.max_steps"):
+        module.configure_optimizers()
+    module = make_module(optimizer=OptimizerConfig(warmup_steps=10, decay="cosine", decay_steps=5))
+    with pytest.raises(ValueError, match="decay_steps > warmup_steps"):
+        module.configure_optimizers()  # raised by LambdaLR's evaluation of step 0
 
 
 def test_unknown_prediction_type_is_refused():

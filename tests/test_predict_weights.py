@@ -85,6 +85,7 @@ def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_pat
 
     from lightning_m3ddm.autoencoders import PatchDCTAutoencoder
     from lightning_m3ddm.lit_module import M3DDMLitModule
+    from lightning_m3ddm.predict.pipeline import scheduler_for
 
     ae = PatchDCTAutoencoder(factor=4, luma_coefficients=3, chroma_coefficients=1)
     module = M3DDMLitModule(unet=SMALL, autoencoder=ae, noise_schedule={"prediction_type": "v_prediction"})
@@ -97,8 +98,6 @@ def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_pat
     assert isinstance(predictor.autoencoder, PatchDCTAutoencoder)
     assert predictor.autoencoder.init_args() == ae.init_args()
     assert predictor.pipeline.sampling.prediction_type == "v_prediction"
-    from lightning_m3ddm.predict.pipeline import scheduler_for
-
     assert scheduler_for(predictor.pipeline.sampling).config.prediction_type == "v_prediction"
     # given explicitly, the setting wins over the checkpoint's
     forced = M3DDMPredictor(weights=weights, sampling=SamplingConfig(prediction_type="epsilon"))

@@ -18,7 +18,6 @@ Weights (``weights.source``):
 
 from __future__ import annotations
 
-
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Literal
