@@ -444,7 +444,7 @@ def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
     return from_spec(spec) if isinstance(spec, dict) else None
 
 
-def checkpoint_prediction_type(path: str | Path) -> str | None:
-    """What the UNet of a framework ``.ckpt`` predicts (None for other paths)."""
+def checkpoint_noise_schedule(path: str | Path) -> NoiseSchedule | None:
+    """The noise schedule a framework ``.ckpt`` was trained with (None for other paths)."""
     schedule = (_checkpoint_hyperparameters(path) or {}).get("noise_schedule")
-    return schedule.get("prediction_type", "epsilon") if isinstance(schedule, dict) else None
+    return NoiseSchedule(**schedule) if isinstance(schedule, dict) else None

@@ -39,6 +39,14 @@ class NoiseSchedule:
     Diffusion 2 does). An undertrained or small model does better with v: at high noise an
     error in predicted noise is multiplied by 1/sqrt(a) in the clip estimate, an error in v
     is not (the tiny CPU config uses it; see configs/tiny_cpu.yaml).
+
+    ``rescale_betas_zero_snr``: rescale the betas so that the last step holds no signal at all
+    (Lin et al., 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"; diffusers
+    implements it). Stable Diffusion's schedule keeps sqrt(alpha_bar) = 0.068 of the clip at
+    t = 999, which the model learns to read while sampling starts from pure noise; with the
+    rescale the prediction at the first step is the model's estimate of the clip from the
+    conditions alone. Needs v-prediction (the noise is then the whole input) and ``trailing``
+    timesteps, which :func:`make_scheduler` picks for it. Off by default (paper).
     """
 
     num_train_timesteps: int = 1000
@@ -46,10 +54,14 @@ class NoiseSchedule:
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "epsilon"
+    rescale_betas_zero_snr: bool = False
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
+            # with zero signal at t = T the noise is the input itself: predicting it teaches nothing
+            raise ValueError("rescale_betas_zero_snr needs prediction_type 'v_prediction'")
 
     def kwargs(self) -> dict:
         return dict(
@@ -58,6 +70,8 @@ class NoiseSchedule:
             beta_end=self.beta_end,
             beta_schedule=self.beta_schedule,
             prediction_type=self.prediction_type,
+            # only when set: PNDM has no such option
+            **({"rescale_betas_zero_snr": True} if self.rescale_betas_zero_snr else {}),
         )
 
 
@@ -79,11 +93,17 @@ def make_scheduler(
     name: str = "ddpm", schedule: NoiseSchedule = NoiseSchedule(), timestep_spacing: str | None = None, **kwargs
 ):
     """A diffusers scheduler by name with Stable Diffusion's settings: ddpm (paper), pndm
-    (released script), ddim, dpm++. ``timestep_spacing`` (None: the setting's) and ``kwargs``
-    override the settings."""
+    (released script), ddim, dpm++. ``timestep_spacing`` (None: the setting's, or ``trailing``
+    for a zero-terminal-SNR schedule, so that sampling starts at t = T) and ``kwargs`` override
+    the settings."""
     key = name.lower()
     if key not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if schedule.rescale_betas_zero_snr:
+        if key == "pndm":
+            raise ValueError("scheduler 'pndm' does not support rescale_betas_zero_snr; use ddim, ddpm or dpm++")
+        if timestep_spacing is None:
+            timestep_spacing = "trailing"
     if timestep_spacing is not None:
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")

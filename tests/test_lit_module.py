@@ -64,7 +64,7 @@ def test_null_context_is_black_latent_with_all_ones_mask_and_keeps_guides():
     assert torch.all(null.masked_latents[:, :, 1:] == -1) and torch.all(null.mask[:, :, 1:] == 1)
 
 
-def _forward_process_by_hand(module, batch, seed):
+def _forward_process_by_hand(module, batch, seed, zero_terminal_snr=False):
     """The draws of ``diffusion_loss(generator=seed)`` and the DDPM forward process written out:
     (clip latents, noise, alpha_bar (B,1,1,1,1), the UNet's prediction)."""
     gen = torch.Generator().manual_seed(seed)
@@ -72,7 +72,11 @@ def _forward_process_by_hand(module, batch, seed):
     noise = torch.randn(latents.shape, generator=gen)
     t = torch.randint(0, 1000, (latents.shape[0],), generator=gen)
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    abar = torch.cumprod(1 - betas, 0)[t].float().view(-1, 1, 1, 1, 1)
+    all_abar = torch.cumprod(1 - betas, 0)
+    if zero_terminal_snr:  # Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha_bar) to end at 0
+        root = all_abar.sqrt()
+        all_abar = ((root - root[-1]) * root[0] / (root[0] - root[-1])) ** 2
+    abar = all_abar[t].float().view(-1, 1, 1, 1, 1)
     noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
     x = torch.cat([noisy, condition.masked_latents, condition.mask], 1)
     with torch.no_grad():
@@ -101,6 +105,19 @@ def test_v_prediction_loss_targets_velocity():
     torch.testing.assert_close(loss, ((pred - velocity) ** 2).mean(), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(loss, ((pred - noise) ** 2).mean(), rtol=1e-3)
     assert module.hparams.noise_schedule["prediction_type"] == "v_prediction"
+
+
+def test_zero_terminal_snr_trains_on_the_rescaled_schedule():
+    schedule = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+    module = make_module(noise_schedule=schedule).eval()
+    batch = make_batch()
+    loss = module.diffusion_loss(batch, module.unet, dropout=None, generator=torch.Generator().manual_seed(5))
+
+    latents, noise, abar, pred = _forward_process_by_hand(module, batch, 5, zero_terminal_snr=True)
+    velocity = abar.sqrt() * noise - (1 - abar).sqrt() * latents
+    torch.testing.assert_close(loss, ((pred - velocity) ** 2).mean(), rtol=1e-4, atol=1e-5)
+    assert float(module.noise_scheduler.alphas_cumprod[-1]) < 1e-6
+    assert module.hparams.noise_schedule["rescale_betas_zero_snr"] is True
 
 
 def test_lr_warms_up_then_stays_constant_by_default():

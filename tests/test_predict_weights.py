@@ -88,7 +88,9 @@ def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_pat
     from lightning_m3ddm.predict.pipeline import scheduler_for
 
     ae = PatchDCTAutoencoder(factor=4, luma_coefficients=3, chroma_coefficients=1)
-    module = M3DDMLitModule(unet=SMALL, autoencoder=ae, noise_schedule={"prediction_type": "v_prediction"})
+    module = M3DDMLitModule(
+        unet=SMALL, autoencoder=ae, noise_schedule={"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+    )
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_steps=0)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "run.ckpt")
@@ -98,10 +100,16 @@ def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_pat
     assert isinstance(predictor.autoencoder, PatchDCTAutoencoder)
     assert predictor.autoencoder.init_args() == ae.init_args()
     assert predictor.pipeline.sampling.prediction_type == "v_prediction"
-    assert scheduler_for(predictor.pipeline.sampling).config.prediction_type == "v_prediction"
+    assert predictor.pipeline.sampling.rescale_betas_zero_snr is True
+    scheduler = scheduler_for(predictor.pipeline.sampling)
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.rescale_betas_zero_snr
+    assert scheduler.config.timestep_spacing == "trailing"
     # given explicitly, the setting wins over the checkpoint's
-    forced = M3DDMPredictor(weights=weights, sampling=SamplingConfig(prediction_type="epsilon"))
+    forced = M3DDMPredictor(
+        weights=weights, sampling=SamplingConfig(prediction_type="epsilon", rescale_betas_zero_snr=False)
+    )
     assert forced.pipeline.sampling.prediction_type == "epsilon"
+    assert not scheduler_for(forced.pipeline.sampling).config.get("rescale_betas_zero_snr", False)
 
 
 def test_unusable_weights_say_what_is_wrong(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_m3ddm.sampling import Guidance, make_scheduler
+from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "dpm++"])
@@ -42,6 +42,31 @@ def test_trailing_spacing_starts_from_the_last_training_timestep(name):
 def test_unknown_timestep_spacing_is_a_clear_error():
     with pytest.raises(ValueError, match="timestep_spacing must be one of"):
         make_scheduler("ddim", timestep_spacing="backwards")
+
+
+ZERO_SNR = NoiseSchedule(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
+def test_zero_terminal_snr_leaves_no_signal_at_t_and_samples_from_t(name):
+    plain, rescaled = make_scheduler(name, NoiseSchedule(prediction_type="v_prediction")), make_scheduler(name, ZERO_SNR)
+    assert float(plain.alphas_cumprod[-1]) > 1e-3  # Stable Diffusion's schedule keeps some signal at T
+    assert float(rescaled.alphas_cumprod[-1]) < 1e-6
+    rescaled.set_timesteps(4)
+    assert int(rescaled.timesteps[0]) == 999  # trailing by default: sampling starts at T
+    explicit = make_scheduler(name, ZERO_SNR, timestep_spacing="leading")
+    assert explicit.config.timestep_spacing == "leading"  # an explicit spacing still wins
+    # the training loss reads the same rescaled schedule: x_T is pure noise
+    x0, noise = torch.randn(1, 4, 1, 2, 2), torch.randn(1, 4, 1, 2, 2)
+    if name == "ddpm":
+        assert torch.allclose(rescaled.add_noise(x0, noise, torch.tensor([999])), noise, atol=1e-3)
+
+
+def test_zero_terminal_snr_needs_v_prediction_and_a_supporting_scheduler():
+    with pytest.raises(ValueError, match="needs prediction_type 'v_prediction'"):
+        NoiseSchedule(rescale_betas_zero_snr=True)
+    with pytest.raises(ValueError, match="'pndm' does not support rescale_betas_zero_snr"):
+        make_scheduler("pndm", ZERO_SNR)
 
 
 def test_guidance_branch_selection():

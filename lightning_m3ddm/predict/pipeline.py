@@ -68,7 +68,11 @@ class SamplingConfig:
             (Stable Diffusion's, which the released script uses), ``trailing`` (the first
             step at t = T - 1, from pure noise: much better with few steps, Lin et al.,
             "Common diffusion noise schedules and sample steps are flawed", WACV 2024) or
-            ``linspace``; None: the scheduler's Stable Diffusion setting.
+            ``linspace``; None: the scheduler's Stable Diffusion setting (``trailing`` with
+            a zero-terminal-SNR schedule).
+        rescale_betas_zero_snr: the schedule the model was trained with
+            (:class:`~lightning_m3ddm.sampling.NoiseSchedule`); None: as recorded in a
+            framework ``.ckpt``, else off.
     """
 
     scheduler: str = "ddpm"
@@ -80,17 +84,22 @@ class SamplingConfig:
     seed: int = 0
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
     timestep_spacing: Literal["leading", "trailing", "linspace"] | None = None
+    rescale_betas_zero_snr: bool | None = None
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.init not in ("inpaint", "noise"):
             raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
-        self.noise_schedule()  # fail early on an unknown prediction type
+        self.noise_schedule()  # fail early on an unknown prediction type or a bad combination
         scheduler_for(self)  # fail early on an unknown name or spacing
 
     def noise_schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(prediction_type=self.prediction_type or "epsilon")
+        return NoiseSchedule(
+            # a zero-terminal-SNR schedule is only trained with v-prediction
+            prediction_type=self.prediction_type or ("v_prediction" if self.rescale_betas_zero_snr else "epsilon"),
+            rescale_betas_zero_snr=bool(self.rescale_betas_zero_snr),
+        )
 
     @property
     def guidance(self) -> Guidance:

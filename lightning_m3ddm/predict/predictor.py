@@ -29,7 +29,7 @@ from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError, load_official_unet
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import CANVAS_SIZE, CropMode, Target, is_copy_through
-from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpoint_prediction_type, load_pretrained_unet
+from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpoint_noise_schedule, load_pretrained_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError
@@ -153,8 +153,12 @@ class M3DDMPredictor(L.LightningModule):
             # what the run was trained with, unless given
             if autoencoder is None:
                 autoencoder = checkpoint_autoencoder(weights.path)
-            if sampling.prediction_type is None:
-                sampling = replace(sampling, prediction_type=checkpoint_prediction_type(weights.path))
+            trained = checkpoint_noise_schedule(weights.path)
+            if trained is not None:
+                if sampling.prediction_type is None:
+                    sampling = replace(sampling, prediction_type=trained.prediction_type)
+                if sampling.rescale_betas_zero_snr is None:
+                    sampling = replace(sampling, rescale_betas_zero_snr=trained.rescale_betas_zero_snr)
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False).eval()
         self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
