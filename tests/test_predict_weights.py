@@ -80,7 +80,7 @@ def test_folder_of_this_framework_and_config_weights(tmp_path):
     assert not torch.equal(one.state_dict()[w], other.state_dict()[w])
 
 
-def test_framework_checkpoint_brings_its_autoencoder_and_prediction_type(tmp_path):
+def test_framework_checkpoint_brings_its_autoencoder_and_noise_schedule(tmp_path):
     import lightning as L
 
     from lightning_m3ddm.autoencoders import PatchDCTAutoencoder

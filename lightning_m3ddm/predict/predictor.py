@@ -154,11 +154,13 @@ class M3DDMPredictor(L.LightningModule):
             if autoencoder is None:
                 autoencoder = checkpoint_autoencoder(weights.path)
             trained = checkpoint_noise_schedule(weights.path)
-            if trained is not None:
-                if sampling.prediction_type is None:
-                    sampling = replace(sampling, prediction_type=trained.prediction_type)
-                if sampling.rescale_betas_zero_snr is None:
-                    sampling = replace(sampling, rescale_betas_zero_snr=trained.rescale_betas_zero_snr)
+            if trained is not None:  # one replace: the pair is validated together
+                given_zero_snr = sampling.rescale_betas_zero_snr
+                sampling = replace(
+                    sampling,
+                    prediction_type=sampling.prediction_type or trained.prediction_type,
+                    rescale_betas_zero_snr=trained.rescale_betas_zero_snr if given_zero_snr is None else given_zero_snr,
+                )
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False).eval()
         self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
