@@ -1,7 +1,8 @@
 """Proof of learning: the tiny CPU model against per-frame OpenCV inpainting (issue: quickstart).
 
 Trains the ``configs/tiny_cpu.yaml`` model on generated videos (textured scenes, camera pans,
-objects crossing the border) for a fixed budget, then outpaints held-out generated clips with a
+objects crossing the border) for a fixed budget (a constant learning rate, then a cosine
+annealing to 0 over the last ``--anneal-steps``), then outpaints held-out generated clips with a
 fixed mask (both sides, ``--mask-ratio`` of the width, no guide frame) and compares with
 per-frame Telea inpainting on:
 
@@ -9,11 +10,13 @@ per-frame Telea inpainting on:
 - temporal error: mean |(x[t+1] - x[t]) - (gt[t+1] - gt[t])| over the generated region, i.e.
   how far the frame-to-frame change of the fill is from the ground truth's (lower is better).
 
-The model is scored twice: its samples (``--sampler``, ``--inference-steps``) and its one-step
-estimate (DDIM, one step from pure noise at t = 999: its prediction of the clip from the
-conditions alone, i.e. of the conditional mean, which is what PSNR rewards).
+The model is scored twice: its samples (``--sampler``, ``--inference-steps``, guided with the
+paper's s1 = 2, s2 = 4) and its one-step estimate (DDIM, one step from pure noise at t = 999:
+its prediction of the clip from the conditions alone, i.e. of the conditional mean, which is
+what PSNR rewards; unguided by default). The estimate's guidance is also swept on validation
+clips that the reported result does not use (``--validation-clips``).
 
-    python benchmarks/convergence.py --steps 2400 --out outputs/convergence
+    python benchmarks/convergence.py --out outputs/convergence     # 3,300 steps, the last 900 annealed
     python benchmarks/convergence.py --checkpoint outputs/convergence/model.ckpt   # evaluate only
     python benchmarks/convergence.py --quick          # smoke test, seconds
 """
@@ -97,6 +100,32 @@ def scores(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict:
     return {"psnr_region": region_psnr(pred, gt, mask), "temporal_error": temporal_error(pred, gt, mask)}
 
 
+def masked_batch(clips: torch.Tensor, global_frames: torch.Tensor, fps: int, mask: torch.Tensor) -> dict:
+    """The model's batch for clips (N, F, 3, H, W) outpainted where the (H, W) ``mask`` is 1."""
+    n, frames, _, h, w = clips.shape
+    pixel_mask = mask.expand(n, frames, 1, h, w)
+    return dict(
+        video=clips, masked_video=torch.where(pixel_mask.bool(), -1.0, clips), mask=pixel_mask.clone(),
+        global_frames=torch.where(mask.bool(), -1.0, global_frames), fps=torch.full((n,), fps),
+    )
+
+
+def validation_sweep(module, batch: dict, mask: torch.Tensor, grid, seed: int) -> dict:
+    """One-step-estimate PSNR gain over Telea for each (s1, s2) of ``grid`` on ``batch``: how
+    the guidance of the estimate is checked on clips that the reported result does not use."""
+    clips = batch["video"]
+    baseline = telea(batch["masked_video"], mask)
+    out = {}
+    for s1, s2 in grid:
+        estimate = outpaint(module, batch, 1, "ddim", "trailing", Guidance(s1, s2), seed)
+        out[f"{s1:g},{s2:g}"] = {**scores(estimate, clips, mask), "gain": paired_gain(estimate, baseline, clips, mask)}
+    return out
+
+
+VALIDATION_SEED = 20_000_000  # held-out clips apart from the training videos and the eval clips
+VALIDATION_GRID = ((1.0, 1.0), (1.5, 1.0), (1.5, 3.0), (2.0, 1.0), (2.0, 4.0))
+
+
 def outpaint(module, batch: dict, steps: int, sampler: str, spacing: str | None, guidance: Guidance, seed: int):
     """The module's outpainting of every clip of ``batch``, four at a time, known pixels pasted back."""
     n = batch["video"].shape[0]
@@ -122,6 +151,20 @@ def telea(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             filled = telea_frame(frame, m, radius=5.0)
             out[n, f] = torch.from_numpy(filled).permute(2, 0, 1).float() / 127.5 - 1
     return out
+
+
+def with_anneal(config: dict, steps: int, anneal_steps: int) -> dict:
+    """``config`` whose learning rate holds until ``steps - anneal_steps``, then decays to 0 at
+    ``steps`` (cosine): the annealing that turns the noisy constant-rate weights into a fit."""
+    if not anneal_steps:
+        return config
+    optimizer = dict(config["model"]["init_args"].get("optimizer") or {})
+    warmup = optimizer.get("warmup_steps", 0)
+    if not warmup <= steps - anneal_steps < steps:
+        raise SystemExit(f"--anneal-steps must be in (0, steps - warm-up] = (0, {steps - warmup}], got {anneal_steps}")
+    optimizer.update(decay="cosine", decay_start=steps - anneal_steps, decay_steps=steps)
+    model = {**config["model"], "init_args": {**config["model"]["init_args"], "optimizer": optimizer}}
+    return {**config, "model": model}
 
 
 def build_module(config: dict, seed: int) -> M3DDMLitModule:
@@ -162,7 +205,11 @@ def train(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny_cpu.yaml")
-    parser.add_argument("--steps", type=int, default=2400, help="training steps (the budget)")
+    parser.add_argument("--steps", type=int, default=3300, help="training steps (the budget)")
+    parser.add_argument(
+        "--anneal-steps", type=int, default=900,
+        help="the last steps of --steps, over which the learning rate decays to 0 (cosine); 0: constant rate",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-videos", type=int, default=512, help="generated training videos")
     parser.add_argument("--eval-clips", type=int, default=16)
@@ -176,6 +223,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--guidance-context", type=float, default=2.0)
     parser.add_argument("--guidance-global", type=float, default=4.0)
+    parser.add_argument(
+        "--estimate-guidance", type=float, nargs=2, default=(1.0, 1.0), metavar=("S1", "S2"),
+        help="guidance of the one-step estimate (default none: the model's own conditional mean)",
+    )
+    parser.add_argument(
+        "--validation-clips", type=int, default=16,
+        help="clips (seeds apart from the eval clips) on which the estimate's guidance is swept; 0: none",
+    )
     parser.add_argument("--checkpoint", type=Path, help="skip training: evaluate this .ckpt")
     parser.add_argument(
         "--resume", type=Path,
@@ -185,12 +240,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny budget, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.train_videos, args.eval_clips, args.inference_steps = 2, 4, 2, 2
+        args.steps, args.anneal_steps, args.train_videos, args.eval_clips, args.inference_steps = 3, 1, 4, 2, 2
+        args.validation_clips = min(args.validation_clips, 2)
     torch.set_num_threads(2)
     config = yaml.safe_load(args.config.read_text())
     data_args = config["data"]["init_args"]
     if args.quick:  # smallest clips the model takes: a smoke test of the harness, not a result
+        config["model"]["init_args"].setdefault("optimizer", {})["warmup_steps"] = 1
         data_args.update(resolution=32, num_frames=4, num_global_frames=2, video_width=48, video_height=48, video_frames=24)
+    config = with_anneal(config, args.steps, args.anneal_steps)
     size, frames, n_global = data_args["resolution"], data_args["num_frames"], data_args["num_global_frames"]
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -206,22 +264,18 @@ def main(argv: list[str] | None = None) -> dict:
         module.trainer.save_checkpoint(args.out / "model.ckpt")
     module.eval()
 
-    clips, global_frames, fps = eval_clips(args.eval_clips, size, frames, n_global, args.interval)
     mask = horizontal_mask(size, args.mask_ratio)
-    pixel_mask = mask.expand(clips.shape[0], frames, 1, size, size)
-    masked = torch.where(pixel_mask.bool(), -1.0, clips)
-    masked_globals = torch.where(mask.bool(), -1.0, global_frames)
-    batch = dict(
-        video=clips, masked_video=masked, mask=pixel_mask.clone(), global_frames=masked_globals,
-        fps=torch.full((clips.shape[0],), fps),
-    )
+    batch = masked_batch(*eval_clips(args.eval_clips, size, frames, n_global, args.interval), mask)
+    clips, masked = batch["video"], batch["masked_video"]
     guidance = Guidance(args.guidance_context, args.guidance_global)
     start = time.perf_counter()
     generated = outpaint(module, batch, args.inference_steps, args.sampler, args.timestep_spacing, guidance, args.seed)
     sample_seconds = time.perf_counter() - start
     # the clip predicted from pure noise in one step: the model's estimate of the conditional
-    # mean, which is what PSNR rewards (a sample adds its own guess of what no frame shows)
-    estimate = outpaint(module, batch, 1, "ddim", "trailing", guidance, args.seed)
+    # mean, which is what PSNR rewards (a sample adds its own guess of what no frame shows).
+    # Unguided by default: the conditional branch is the model's mean; guidance extrapolates past it.
+    estimate_guidance = Guidance(*args.estimate_guidance)
+    estimate = outpaint(module, batch, 1, "ddim", "trailing", estimate_guidance, args.seed)
     baseline = telea(masked, mask)
 
     results = {
@@ -229,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model_estimate": scores(estimate, clips, mask),
         "telea": scores(baseline, clips, mask),
         "budget": {
-            "steps": args.steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos,
+            "steps": args.steps, "anneal_steps": args.anneal_steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos,
             "resumed_from": str(args.resume) if args.resume else None,
         },
         "eval": {
@@ -238,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
             "timestep_spacing": make_scheduler(
                 args.sampler, NoiseSchedule(**module.hparams.noise_schedule), timestep_spacing=args.timestep_spacing
             ).config.timestep_spacing,
-            "guidance": [args.guidance_context, args.guidance_global], "sample_seconds": sample_seconds,
+            "guidance": [args.guidance_context, args.guidance_global], "estimate_guidance": list(args.estimate_guidance),
+            "sample_seconds": sample_seconds,
         },
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
@@ -256,6 +311,12 @@ def main(argv: list[str] | None = None) -> dict:
         "model": paired_gain(generated, baseline, clips, mask),
         "model_estimate": paired_gain(estimate, baseline, clips, mask),
     }
+    if args.validation_clips:
+        validation = masked_batch(*eval_clips(args.validation_clips, size, frames, n_global, args.interval, VALIDATION_SEED), mask)
+        results["validation_sweep"] = {
+            "clips": args.validation_clips, "seed": VALIDATION_SEED,
+            "estimate_by_guidance": validation_sweep(module, validation, mask, VALIDATION_GRID, args.seed),
+        }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     # rows: masked input | sample | one-step estimate | Telea | ground truth
     strip = torch.cat([masked[0], generated[0], estimate[0], baseline[0], clips[0]], dim=-2)  # F x 3 x 5H x W

@@ -53,7 +53,9 @@ class OptimizerConfig:
 
     ``decay``: after the warm-up, ``constant`` (paper) or ``cosine`` down to
     ``min_lr_ratio * lr`` at ``decay_steps`` (None: the trainer's ``max_steps``), for runs
-    whose length is fixed in advance, such as a fine-tuning.
+    whose length is fixed in advance, such as a fine-tuning. ``decay_start`` holds the full
+    rate until that step and decays only over the rest (warm-up, stable, decay), so a
+    constant-rate run can be resumed into its final annealing.
     """
 
     name: Literal["adam", "adamw"] = "adam"
@@ -65,6 +67,7 @@ class OptimizerConfig:
     decay: Literal["constant", "cosine"] = "constant"
     decay_steps: int | None = None
     min_lr_ratio: float = 0.0
+    decay_start: int | None = None
 
     def __post_init__(self):
         if self.decay not in ("constant", "cosine"):
@@ -74,15 +77,20 @@ class OptimizerConfig:
 
 
 def lr_multiplier(
-    step: int, warmup_steps: int, decay: str = "constant", decay_steps: int | None = None, min_ratio: float = 0.0
+    step: int, warmup_steps: int, decay: str = "constant", decay_steps: int | None = None, min_ratio: float = 0.0,
+    decay_start: int | None = None,
 ) -> float:
-    """Factor on the base lr at optimizer step ``step`` (0-based): linear warm-up, then the decay."""
+    """Factor on the base lr at optimizer step ``step`` (0-based): linear warm-up, the full
+    rate until ``decay_start`` (default: the end of the warm-up), then the decay."""
     warmup = max(warmup_steps, 1)
-    if decay != "constant" and (not decay_steps or decay_steps <= warmup):
-        raise ValueError(f"{decay} decay needs decay_steps > warmup_steps ({warmup}), got {decay_steps}")
-    if step + 1 < warmup or decay == "constant":
+    start = warmup if decay_start is None else decay_start
+    if decay != "constant" and start < warmup:
+        raise ValueError(f"decay_start must be >= warmup_steps ({warmup}), got {decay_start}")
+    if decay != "constant" and (not decay_steps or decay_steps <= start):
+        raise ValueError(f"{decay} decay needs decay_steps > {'decay_start' if decay_start is not None else 'warmup_steps'} ({start}), got {decay_steps}")
+    if step + 1 < start or decay == "constant":
         return min(1.0, (step + 1) / warmup)
-    progress = min(1.0, (step + 1 - warmup) / (decay_steps - warmup))
+    progress = min(1.0, (step + 1 - start) / (decay_steps - start))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -292,7 +300,7 @@ class M3DDMLitModule(L.LightningModule):
                 raise ValueError("optimizer.decay needs optimizer.decay_steps or trainer.max_steps")
         # LambdaLR evaluates step 0 here, so a bad schedule fails before training
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_multiplier(step, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio)
+            opt, lambda step: lr_multiplier(step, cfg.warmup_steps, cfg.decay, decay_steps, cfg.min_lr_ratio, cfg.decay_start)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -24,5 +26,23 @@ def test_convergence_quick(tmp_path):
     assert abs(gain["mean_db"] - (res["model"]["psnr_region"] - res["telea"]["psnr_region"])) < 1e-3
     # the baseline is a real fill: far better than black, worse than perfect
     assert 10 < res["telea"]["psnr_region"] < 40 and 0 < res["telea"]["temporal_error"] < 0.5
-    assert res["budget"]["steps"] == 2 and res["eval"]["mask_ratio"] == 0.5
+    assert res["budget"]["steps"] == 3 and res["budget"]["anneal_steps"] == 1 and res["eval"]["mask_ratio"] == 0.5
+    assert res["eval"]["estimate_guidance"] == [1.0, 1.0]
+    sweep = res["validation_sweep"]
+    assert sweep["clips"] == 2 and sweep["seed"] != 10_000_000
+    assert set(sweep["estimate_by_guidance"]) >= {"1,1", "2,4"}
+    assert all(v["gain"]["clips"] == 2 for v in sweep["estimate_by_guidance"].values())
     assert (out / "preview.png").stat().st_size > 0 and (out / "model.ckpt").exists()
+
+
+def test_anneal_holds_the_rate_then_decays_to_zero_at_the_budget():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import convergence
+
+    config = {"model": {"init_args": {"optimizer": {"lr": 1e-3, "warmup_steps": 100}}}}
+    optimizer = convergence.with_anneal(config, 3300, 900)["model"]["init_args"]["optimizer"]
+    assert optimizer == {"lr": 1e-3, "warmup_steps": 100, "decay": "cosine", "decay_start": 2400, "decay_steps": 3300}
+    assert "decay" not in config["model"]["init_args"]["optimizer"]  # the loaded config is not changed
+    assert convergence.with_anneal(config, 3300, 0) is config
+    with pytest.raises(SystemExit, match="--anneal-steps"):
+        convergence.with_anneal(config, 3300, 3250)  # would start inside the warm-up

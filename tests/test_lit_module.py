@@ -132,6 +132,18 @@ def test_cosine_decay_after_warm_up_reaches_the_floor_at_decay_steps():
     assert lrs[109] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
 
 
+def test_decay_start_holds_the_full_rate_then_decays_over_the_rest():
+    lrs = [lr_multiplier(s, 10, "cosine", 110, 0.0, decay_start=60) for s in range(120)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[9:59] == pytest.approx([1.0] * 50)  # held until the decay starts
+    assert lrs[84] == pytest.approx(0.5)  # half-way through steps 60..110
+    assert lrs[109] == pytest.approx(0.0) and all(a >= b for a, b in zip(lrs[59:], lrs[60:]))
+    with pytest.raises(ValueError, match="decay_start must be >= warmup_steps"):
+        lr_multiplier(0, 10, "cosine", 110, decay_start=5)
+    with pytest.raises(ValueError, match=r"decay_steps > decay_start \(60\)"):
+        lr_multiplier(0, 10, "cosine", 60, decay_start=60)
+
+
 def test_cosine_decay_follows_the_trainers_max_steps():
     module = make_module(optimizer=OptimizerConfig(warmup_steps=2, decay="cosine"))
     module.trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, enable_progress_bar=False)
