@@ -255,6 +255,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint:
         module = M3DDMLitModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
         train_seconds = None
+        # the budget is the checkpoint's, not this command's defaults
+        optimizer = module.hparams.get("optimizer") or {}
+        args.steps = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        decay_start = optimizer.get("decay_start")
+        args.anneal_steps = (optimizer.get("decay_steps") or args.steps) - decay_start if decay_start is not None else 0
     else:
         module = build_module(config, args.seed)
         train_seconds = train(
@@ -285,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         "budget": {
             "steps": args.steps, "anneal_steps": args.anneal_steps, "train_seconds": train_seconds, "seed": args.seed, "train_videos": args.train_videos,
             "resumed_from": str(args.resume) if args.resume else None,
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         },
         "eval": {
             "clips": args.eval_clips, "frames": frames, "size": size, "mask_ratio": float(mask.mean()),

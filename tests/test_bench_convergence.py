@@ -33,6 +33,16 @@ def test_convergence_quick(tmp_path):
     assert set(sweep["estimate_by_guidance"]) >= {"1,1", "2,4"}
     assert all(v["gain"]["clips"] == 2 for v in sweep["estimate_by_guidance"].values())
     assert (out / "preview.png").stat().st_size > 0 and (out / "model.ckpt").exists()
+    # evaluate only: the budget reported is the checkpoint's, not the command's defaults
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "convergence.py"), "--quick", "--validation-clips", "0",
+         "--checkpoint", str(out / "model.ckpt"), "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    budget = json.loads((tmp_path / "eval" / "results.json").read_text())["budget"]
+    assert (budget["steps"], budget["anneal_steps"], budget["train_seconds"]) == (3, 1, None)
+    assert budget["checkpoint"].endswith("model.ckpt")
 
 
 def test_anneal_holds_the_rate_then_decays_to_zero_at_the_budget():
