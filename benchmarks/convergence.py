@@ -159,12 +159,21 @@ def with_anneal(config: dict, steps: int, anneal_steps: int) -> dict:
     if not anneal_steps:
         return config
     optimizer = dict(config["model"]["init_args"].get("optimizer") or {})
-    warmup = optimizer.get("warmup_steps", 0)
+    warmup = max(optimizer.get("warmup_steps", 0), 1)  # as lr_multiplier counts it
     if not warmup <= steps - anneal_steps < steps:
         raise SystemExit(f"--anneal-steps must be in (0, steps - warm-up] = (0, {steps - warmup}], got {anneal_steps}")
     optimizer.update(decay="cosine", decay_start=steps - anneal_steps, decay_steps=steps)
     model = {**config["model"], "init_args": {**config["model"]["init_args"], "optimizer": optimizer}}
     return {**config, "model": model}
+
+
+def annealed_steps(optimizer: dict, steps: int) -> int:
+    """How many of a run's ``steps`` had a decaying learning rate, from its optimizer settings."""
+    if optimizer.get("decay", "constant") == "constant":
+        return 0
+    start = optimizer.get("decay_start")
+    start = max(optimizer.get("warmup_steps", 0), 1) if start is None else start
+    return max(0, min(steps, optimizer.get("decay_steps") or steps) - start)
 
 
 def build_module(config: dict, seed: int) -> M3DDMLitModule:
@@ -256,10 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
         module = M3DDMLitModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
         train_seconds = None
         # the budget is the checkpoint's, not this command's defaults
-        optimizer = module.hparams.get("optimizer") or {}
-        args.steps = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["global_step"]
-        decay_start = optimizer.get("decay_start")
-        args.anneal_steps = (optimizer.get("decay_steps") or args.steps) - decay_start if decay_start is not None else 0
+        args.steps = torch.load(args.checkpoint, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+        args.anneal_steps = annealed_steps(module.hparams.get("optimizer") or {}, args.steps)
     else:
         module = build_module(config, args.seed)
         train_seconds = train(

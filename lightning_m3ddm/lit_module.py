@@ -87,7 +87,8 @@ def lr_multiplier(
     if decay != "constant" and start < warmup:
         raise ValueError(f"decay_start must be >= warmup_steps ({warmup}), got {decay_start}")
     if decay != "constant" and (not decay_steps or decay_steps <= start):
-        raise ValueError(f"{decay} decay needs decay_steps > {'decay_start' if decay_start is not None else 'warmup_steps'} ({start}), got {decay_steps}")
+        after = "warmup_steps" if decay_start is None else "decay_start"
+        raise ValueError(f"{decay} decay needs decay_steps > {after} ({start}), got {decay_steps}")
     if step + 1 < start or decay == "constant":
         return min(1.0, (step + 1) / warmup)
     progress = min(1.0, (step + 1 - start) / (decay_steps - start))

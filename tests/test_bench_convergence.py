@@ -56,3 +56,8 @@ def test_anneal_holds_the_rate_then_decays_to_zero_at_the_budget():
     assert convergence.with_anneal(config, 3300, 0) is config
     with pytest.raises(SystemExit, match="--anneal-steps"):
         convergence.with_anneal(config, 3300, 3250)  # would start inside the warm-up
+    # and read back from a run's settings, as --checkpoint reports it
+    assert convergence.annealed_steps(optimizer, 3300) == 900
+    assert convergence.annealed_steps(optimizer, 3000) == 600  # stopped early: only the steps it ran
+    assert convergence.annealed_steps({"warmup_steps": 100}, 3300) == 0  # constant rate
+    assert convergence.annealed_steps({"warmup_steps": 100, "decay": "cosine"}, 3300) == 3200  # whole-run cosine
