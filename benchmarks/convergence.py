@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "convergence")
     parser.add_argument("--quick", action="store_true", help="tiny budget, for a smoke test")
     args = parser.parse_args(argv)
+    if args.eval_clips < 1 or args.validation_clips < 0:
+        parser.error(f"--eval-clips must be >= 1 and --validation-clips >= 0, got {args.eval_clips} and {args.validation_clips}")
     if args.quick:
         args.steps, args.anneal_steps, args.train_videos, args.eval_clips, args.inference_steps = 3, 1, 4, 2, 2
         args.validation_clips = min(args.validation_clips, 2)

@@ -45,6 +45,16 @@ def test_convergence_quick(tmp_path):
     assert budget["checkpoint"].endswith("model.ckpt")
 
 
+@pytest.mark.parametrize("flags", [["--eval-clips", "0"], ["--validation-clips", "-1"], ["--anneal-steps", "3300"]])
+def test_bad_counts_are_refused_before_any_work(tmp_path, flags):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "convergence.py"), *flags, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and flags[0] in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
 def test_anneal_holds_the_rate_then_decays_to_zero_at_the_budget():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import convergence
