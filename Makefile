@@ -5,7 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo clean-venv
 
+# torch's CUDA build and its libraries take about 6 GB; say so before pip fails half-way.
+NEED_GB ?= 8
+
 $(STAMP): pyproject.toml
+	@python3 -c "import shutil,sys; free=shutil.disk_usage('.').free/2**30; \
+	sys.stderr.write(f'warning: {free:.1f} GB free here; installing the venv needs about $(NEED_GB) GB\\n') if free < $(NEED_GB) else None"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
