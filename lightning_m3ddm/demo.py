@@ -54,6 +54,34 @@ def preview(pairs: list[tuple[Path, Path]], out: Path, height: int = 320) -> Pat
     return out
 
 
+def fit_args(out: Path, steps: int) -> list[str]:
+    """The ``fit`` command line: the tiny CPU model, its data, logs and checkpoints under ``out``."""
+    return [
+        "fit", "--config", str(ROOT / "configs" / "tiny_cpu.yaml"),
+        f"--trainer.max_steps={steps}",
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.logger.init_args.save_dir={out / 'runs'}",
+        f"--data.init_args.root={out / 'data'}",
+        # the 32 generated videos make 8-step epochs: restarting the workers each epoch
+        # would cost a few seconds 38 times over
+        "--data.init_args.persistent_workers=true",
+    ]
+
+
+def predict_args(ckpt: Path, inputs: list[Path], videos_dir: Path, inference_steps: int) -> list[str]:
+    """The ``predict`` command line: ``inputs`` to 9:16 with the trained checkpoint's weights."""
+    return [
+        "predict", "--config", str(ROOT / "configs" / "predict_tiny.yaml"),
+        "--model.init_args.weights.source=pretrained", f"--model.init_args.weights.path={ckpt}",
+        "--model.init_args.unet=null", "--model.init_args.autoencoder=null",
+        "--model.init_args.canvas_size=64", "--model.init_args.sampling.scheduler=ddim",
+        # the tiny model was trained on 8-frame clips: 8-frame windows, key frames 7 apart
+        "--model.init_args.schedule.window=8", "--model.init_args.schedule.strides=[7, 1]",
+        f"--model.init_args.sampling.num_inference_steps={inference_steps}",
+        "--input", *map(str, inputs), "--target_ratio", "9:16", "--output_dir", str(videos_dir),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model")
@@ -65,19 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     print(f"[1/3] training the tiny model for {args.steps} steps (TensorBoard logs in {out / 'runs'})", flush=True)
-    _cli(
-        [
-            "fit", "--config", str(ROOT / "configs" / "tiny_cpu.yaml"),
-            f"--trainer.max_steps={args.steps}",
-            f"--trainer.default_root_dir={out}",
-            f"--trainer.logger.init_args.save_dir={out / 'runs'}",
-            f"--data.init_args.root={out / 'data'}",
-            # the 32 generated videos make 8-step epochs: restarting the workers each epoch
-            # would cost a few seconds 38 times over
-            "--data.init_args.persistent_workers=true",
-        ],
-        out,
-    )
+    _cli(fit_args(out, args.steps), out)
     ckpt = max((out / "runs").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
 
     print("[2/3] outpainting the sample clip and a generated clip to 9:16", flush=True)
@@ -88,19 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         SyntheticVideoSpec(width=128, height=96, num_frames=72, fps=24.0, seed=424242),
     )
     videos_dir = out / "videos"
-    _cli(
-        [
-            "predict", "--config", str(ROOT / "configs" / "predict_tiny.yaml"),
-            "--model.init_args.weights.source=pretrained", f"--model.init_args.weights.path={ckpt}",
-            "--model.init_args.unet=null", "--model.init_args.autoencoder=null",
-            "--model.init_args.canvas_size=64", "--model.init_args.sampling.scheduler=ddim",
-            # the tiny model was trained on 8-frame clips: 8-frame windows, key frames 7 apart
-            "--model.init_args.schedule.window=8", "--model.init_args.schedule.strides=[7, 1]",
-            f"--model.init_args.sampling.num_inference_steps={args.inference_steps}",
-            "--input", str(SAMPLE_CLIP), str(generated), "--target_ratio", "9:16", "--output_dir", str(videos_dir),
-        ],
-        out,
-    )
+    _cli(predict_args(ckpt, [SAMPLE_CLIP, generated], videos_dir, args.inference_steps), out)
     results = [(SAMPLE_CLIP, videos_dir / f"{SAMPLE_CLIP.stem}_9-16.mp4"), (generated, videos_dir / "generated_clip_9-16.mp4")]
 
     print("[3/3] preview", flush=True)
