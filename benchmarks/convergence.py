@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from lightning_m3ddm.autoencoders import from_spec  # noqa: E402
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames  # noqa: E402
 from lightning_m3ddm.evaluation.baselines import telea_frame  # noqa: E402
-from lightning_m3ddm.lit_module import M3DDMLitModule  # noqa: E402
+from lightning_m3ddm.lit_module import M3DDMLitModule, OptimizerConfig, lr_multiplier  # noqa: E402
 from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler  # noqa: E402
 
 
@@ -159,21 +159,24 @@ def with_anneal(config: dict, steps: int, anneal_steps: int) -> dict:
     if not anneal_steps:
         return config
     optimizer = dict(config["model"]["init_args"].get("optimizer") or {})
-    warmup = max(optimizer.get("warmup_steps", 0), 1)  # as lr_multiplier counts it
-    if not warmup <= steps - anneal_steps < steps:
-        raise SystemExit(f"--anneal-steps must be in (0, steps - warm-up] = (0, {steps - warmup}], got {anneal_steps}")
     optimizer.update(decay="cosine", decay_start=steps - anneal_steps, decay_steps=steps)
+    # checked here, with the training's own defaults and rule, before anything is written
+    cfg = OptimizerConfig(**optimizer)
+    try:
+        lr_multiplier(0, cfg.warmup_steps, cfg.decay, cfg.decay_steps, cfg.min_lr_ratio, cfg.decay_start)
+    except ValueError as err:
+        raise SystemExit(f"--anneal-steps {anneal_steps} does not fit --steps {steps}: {err}") from None
     model = {**config["model"], "init_args": {**config["model"]["init_args"], "optimizer": optimizer}}
     return {**config, "model": model}
 
 
 def annealed_steps(optimizer: dict, steps: int) -> int:
     """How many of a run's ``steps`` had a decaying learning rate, from its optimizer settings."""
-    if optimizer.get("decay", "constant") == "constant":
+    cfg = OptimizerConfig(**optimizer)
+    if cfg.decay == "constant":
         return 0
-    start = optimizer.get("decay_start")
-    start = max(optimizer.get("warmup_steps", 0), 1) if start is None else start
-    return max(0, min(steps, optimizer.get("decay_steps") or steps) - start)
+    start = max(cfg.warmup_steps, 1) if cfg.decay_start is None else cfg.decay_start  # as lr_multiplier
+    return max(0, min(steps, cfg.decay_steps or steps) - start)
 
 
 def build_module(config: dict, seed: int) -> M3DDMLitModule:

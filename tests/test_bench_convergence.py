@@ -66,6 +66,8 @@ def test_anneal_holds_the_rate_then_decays_to_zero_at_the_budget():
     assert convergence.with_anneal(config, 3300, 0) is config
     with pytest.raises(SystemExit, match="--anneal-steps"):
         convergence.with_anneal(config, 3300, 3250)  # would start inside the warm-up
+    with pytest.raises(SystemExit, match=r"warmup_steps \(1000\)"):  # the training's default warm-up
+        convergence.with_anneal({"model": {"init_args": {}}}, 3300, 2500)
     # and read back from a run's settings, as --checkpoint reports it
     assert convergence.annealed_steps(optimizer, 3300) == 900
     assert convergence.annealed_steps(optimizer, 3000) == 600  # stopped early: only the steps it ran
