@@ -229,3 +229,67 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_bad_max_batch():
     with pytest.raises(ValueError, match="max_batch"):
         batch_level(plan_windows(100).levels[0], 0)
+
+
+# -- compat "released": the released inference script's loop ---------------------------
+
+
+def released_loop(total_frames_num: int) -> list[tuple[int, list[int], list[bool], list[int]]]:
+    """The released script's loop (src/inference.py, main), transcribed without tensors.
+
+    One entry per pipeline call: (stride, selected_frame_indexes, already outpainted
+    per slot, frames whose latents the call stores).
+    """
+    select_indexes = list(range(0, total_frames_num, 1))
+    all_latents = [None] * total_frames_num
+    calls = []
+    strides = [1] if total_frames_num < 50 else [15, 5, 1]
+    for stride in strides:
+        stride_indexes = select_indexes[::stride]
+        for start_frame in range(0, (total_frames_num // stride) - 1, 15):
+            selected = stride_indexes[start_frame : start_frame + 16]
+            if len(selected) < 16:
+                selected = selected + [select_indexes[-1]] * (16 - len(selected))
+            already = [all_latents[i] is not None for i in selected]
+            stored = []
+            for ii in range(len(selected)):
+                if all_latents[selected[ii]] is None:
+                    all_latents[selected[ii]] = "latent"
+                    stored.append(selected[ii])
+            calls.append((stride, selected, already, stored))
+    return calls
+
+
+@pytest.mark.parametrize("num_frames", [20, 50, 64, 100, 225, 226, 1000])
+def test_released_compat_reproduces_the_released_loop(num_frames):
+    plan = ScheduleConfig(compat="released").plan(num_frames)
+    calls = [c for c in released_loop(num_frames) if c[3]]  # calls storing nothing change nothing
+    assert len(plan.windows) == len(calls)
+    for window, (stride, selected, already, stored) in zip(plan.windows, calls):
+        assert window.stride == stride
+        assert list(window.frames) == selected
+        assert list(window.guide_slots) == already
+        assert list(window.generates) == stored
+    generated = [f for w in plan.windows for f in w.generates]
+    assert sorted(generated) == list(range(num_frames))  # each frame once
+
+
+def test_released_compat_keeps_the_coarse_pass_and_pads():
+    """Where the framework plan differs: 100 frames get a stride-15 window, padded with frame 99."""
+    released = ScheduleConfig(compat="released").plan(100)
+    framework = ScheduleConfig(compat="framework").plan(100)
+    assert [level.stride for level in released.levels] == [15, 5, 1]
+    assert [level.stride for level in framework.levels] == [5, 1]
+    first = released.windows[0]
+    assert first.frames == tuple(range(0, 100, 15)) + (99,) * 9
+    assert first.generates == tuple(range(0, 100, 15)) + (99,)
+
+
+def test_released_compat_one_frame_video_gets_a_window():
+    plan = ScheduleConfig(compat="released").plan(1)
+    assert [w.frames for w in plan.windows] == [(0,) * 16]
+
+
+def test_schedule_compat_rejects_unknown_names():
+    with pytest.raises(ValueError, match="schedule.compat must be one of"):
+        ScheduleConfig(compat="paper")

@@ -31,6 +31,7 @@ import copy
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -56,11 +57,9 @@ def schedule_for(base: ScheduleConfig, inference: str, strides: tuple[int, ...] 
         strides: the levels for ``coarse_to_fine`` (``None``: the model's).
     """
     if inference == "dense":
-        return ScheduleConfig(window=base.window, strides=(1,), dense_threshold=_ALWAYS_DENSE, max_batch=base.max_batch)
+        return replace(base, strides=(1,), dense_threshold=_ALWAYS_DENSE)
     if inference == "coarse_to_fine":
-        return ScheduleConfig(
-            window=base.window, strides=tuple(strides or base.strides), dense_threshold=base.dense_threshold, max_batch=base.max_batch
-        )
+        return replace(base, strides=tuple(strides or base.strides))
     raise ValueError(f"inference must be 'dense' or 'coarse_to_fine', got {inference!r}")
 
 
