@@ -111,6 +111,29 @@ def make_scheduler(
     return SCHEDULERS[key](**schedule.kwargs(), **{**SCHEDULER_SETTINGS[key], **kwargs})
 
 
+START_MODES = ("full", "released")
+
+
+def denoising_timesteps(timesteps: Sequence, num_steps: int, start: str = "full") -> tuple[object, Sequence]:
+    """(timestep the start latents are noised to, timesteps the loop steps over).
+
+    ``full``: noised to the first timestep, every timestep stepped (diffusers' default).
+    ``released``: the released pipeline's img2img arithmetic at strength 1 with
+    ``steps_offset = 1``: ``init_timestep = min(num_steps + 1, num_steps)``, noised to
+    ``timesteps[-init_timestep]`` and stepping over ``timesteps[1:]``. For PNDM (whose
+    ``num_steps`` steps give ``num_steps + 1`` timesteps, 981, 961, 961, ... at 50) that is
+    t = 961 and 50 calls; for a scheduler with ``num_steps`` timesteps it noises to the
+    first and skips it.
+    """
+    if start not in START_MODES:
+        raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
+    if start == "full":
+        return timesteps[0], timesteps
+    if len(timesteps) < 2:
+        raise ValueError("start 'released' skips the first timestep: it needs at least 2 timesteps")
+    return timesteps[-min(num_steps, len(timesteps))], timesteps[1:]
+
+
 @dataclass(frozen=True)
 class Guidance:
     """Guidance scales of eq. 4; the paper's s1 = 2 (context), s2 = 4 (global frames), section 4.4.1."""
@@ -184,22 +207,24 @@ def sample_latents(
     init_latents: torch.Tensor | None = None,
     generators: list[torch.Generator] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    start: str = "full",
 ) -> torch.Tensor:
     """Denoise a batch of windows; returns (B, C, F, h, w) latents.
 
-    ``init_latents`` (the encoded, border-inpainted frames) are noised to the first
+    ``init_latents`` (the encoded, border-inpainted frames) are noised to the start
     timestep instead of starting from pure noise (paper's robustness trick, released
-    script's ``use_add_noise``). One generator per window makes batched windows equal to
-    windows run one by one.
+    script's ``use_add_noise``); ``start`` picks that timestep and the steps, see
+    :func:`denoising_timesteps`. One generator per window makes batched windows equal to
+    windows run one by one; it draws the start noise, then any step noise (DDPM).
     """
     b, _, f, h, w = condition.masked_latents.shape
     channels = unet.config.out_channels
     device, dtype = condition.masked_latents.device, unet.dtype
     scheduler.set_timesteps(num_steps, device=device)
-    timesteps = scheduler.timesteps
+    noise_at, timesteps = denoising_timesteps(scheduler.timesteps, num_steps, start)
     noise = per_sample_noise((b, channels, f, h, w), generators, device, dtype)
     if init_latents is not None:
-        latents = scheduler.add_noise(init_latents.to(dtype), noise, timesteps[:1].repeat(b))
+        latents = scheduler.add_noise(init_latents.to(dtype), noise, noise_at.reshape(1).repeat(b))
     else:
         latents = noise * scheduler.init_noise_sigma
     step_kwargs = {"generator": generators} if "generator" in scheduler.step.__code__.co_varnames else {}

@@ -14,7 +14,9 @@ from lightning_m3ddm.lit_module import UNetInit
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.pipeline import SamplingConfig
-from lightning_m3ddm.predict.predictor import M3DDMPredictor, build_unet
+from lightning_m3ddm.coarse_to_fine import ScheduleConfig
+from lightning_m3ddm.predict.pipeline import GlobalFramesConfig
+from lightning_m3ddm.predict.predictor import M3DDMPredictor, build_unet, weight_defaults
 from lightning_m3ddm.predict.sample_videos import write_sample_video
 from lightning_m3ddm.predict.writer import OutpaintingWriter
 
@@ -51,11 +53,14 @@ def test_released_unet_with_the_vae_of_a_stable_diffusion_folder(tmp_path, sd_fo
     model = M3DDMPredictor(
         weights=UNetInit(source="official", path=str(GOLDEN)),
         autoencoder=StableDiffusionVAE(sd_folder),
-        sampling=SamplingConfig(num_inference_steps=1),
+        sampling=SamplingConfig(num_inference_steps=2),
         canvas_size=64,
         progress=False,
     )
     assert list(model.unet.config.block_out_channels) == [16] * 4  # the released layout, loaded
+    # the released script's settings, as nothing else was asked for
+    assert model.pipeline.sampling.scheduler == "pndm" and model.pipeline.sampling.start_mode == "released"
+    assert model.pipeline.global_frames.mode == "resize" and model.pipeline.schedule.compat == "released"
     prediction = model.outpaint_job(VideoJob(str(video), "clip", (parse_ratio("1:1"),)))
     assert prediction.ok, prediction.error
     writer = OutpaintingWriter(output_dir=str(tmp_path / "out"))
@@ -119,3 +124,22 @@ def test_unusable_weights_say_what_is_wrong(tmp_path):
         build_unet(UNetInit(source="official", path=str(tmp_path / "nowhere")), None, 4)
     with pytest.raises(CheckpointError, match="needs weights.path"):
         build_unet(UNetInit(source="pretrained"), None, 4)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [("official", ("pndm", "released", "resize")), ("pretrained", ("ddpm", "framework", "masked")), ("config", ("ddpm", "framework", "masked"))],
+)
+def test_unset_settings_follow_the_weights(source, expected):
+    """Released weights: the released script's settings; this framework's: what it trains with."""
+    sampling, schedule, glob = weight_defaults(source, SamplingConfig(), ScheduleConfig(), GlobalFramesConfig())
+    assert (sampling.scheduler, schedule.compat, glob.mode) == expected
+    given = weight_defaults(
+        source, SamplingConfig(scheduler="ddim"), ScheduleConfig(compat="framework"), GlobalFramesConfig(mode="masked")
+    )
+    assert (given[0].scheduler, given[1].compat, given[2].mode) == ("ddim", "framework", "masked")  # explicit wins
+
+
+def test_released_start_with_one_step_is_a_clear_error():
+    with pytest.raises(ValueError, match="use num_inference_steps >= 2 or start: full"):
+        SamplingConfig(scheduler="pndm", num_inference_steps=1)

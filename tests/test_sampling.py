@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler
+from lightning_m3ddm.sampling import Guidance, NoiseSchedule, denoising_timesteps, make_scheduler
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "dpm++"])
@@ -75,3 +75,28 @@ def test_guidance_branch_selection():
     assert Guidance(1, 1).branches() == ("11",)
     e = {k: torch.randn(3) for k in ("00", "10", "11")}
     torch.testing.assert_close(Guidance(1, 4).combine({"10": e["10"], "11": e["11"]}), e["10"] + 4 * (e["11"] - e["10"]))
+
+
+def test_released_start_of_pndm_is_t961_then_timesteps_after_the_first():
+    """The released script: 50 PNDM steps, start noised to t = 961, 50 UNet calls over timesteps[1:]."""
+    s = make_scheduler("pndm")
+    s.set_timesteps(50)
+    noise_at, steps = denoising_timesteps(s.timesteps, 50, "released")
+    assert int(noise_at) == 961
+    assert [int(t) for t in steps[:3]] == [961, 961, 941] and int(steps[-1]) == 1 and len(steps) == 50
+    full_at, full_steps = denoising_timesteps(s.timesteps, 50, "full")
+    assert int(full_at) == 981 and len(full_steps) == 51
+
+
+def test_released_start_of_ddpm_noises_to_the_first_timestep_and_skips_it():
+    s = make_scheduler("ddpm")
+    s.set_timesteps(4)
+    noise_at, steps = denoising_timesteps(s.timesteps, 4, "released")
+    assert int(noise_at) == 751 and [int(t) for t in steps] == [501, 251, 1]
+
+
+def test_start_mode_errors_are_clear():
+    with pytest.raises(ValueError, match="start must be one of"):
+        denoising_timesteps(torch.arange(3), 3, "late")
+    with pytest.raises(ValueError, match="needs at least 2 timesteps"):
+        denoising_timesteps(torch.arange(1), 1, "released")

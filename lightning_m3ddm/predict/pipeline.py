@@ -43,7 +43,14 @@ from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uin
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
 from lightning_m3ddm.predict.video_stream import SourceInfo, iter_source_frames
-from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
+from lightning_m3ddm.sampling import (
+    START_MODES,
+    Guidance,
+    NoiseSchedule,
+    denoising_timesteps,
+    make_scheduler,
+    sample_latents,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,14 @@ class SamplingConfig:
     """How each window is denoised.
 
     Attributes:
-        scheduler: ``ddpm`` (paper Appendix C.2), ``pndm`` (released script), ``ddim``, ``dpm++``.
+        scheduler: ``ddpm`` (paper Appendix C.2), ``pndm`` (released script), ``ddim``, ``dpm++``;
+            None: chosen by the predictor from the weights (``pndm`` for the released
+            weights, as the released script), else ``ddpm``.
+        start: where sampling starts (:func:`~lightning_m3ddm.sampling.denoising_timesteps`):
+            ``full``: the start latents noised to the first timestep, every timestep
+            stepped; ``released``: the released pipeline's start (PNDM, 50 steps: noised to
+            t = 961, stepping over ``timesteps[1:]``); None: ``released`` for ``pndm``
+            (the only scheduler the released script runs), ``full`` for the others.
         num_inference_steps: 50 (paper Appendix C.2 and released script).
         guidance_context: s1 of eq. 4, video context; 2 (paper 3.2.3 / C.2).
         guidance_global: s2 of eq. 4, global frames; 4 (paper C.2).
@@ -75,7 +89,8 @@ class SamplingConfig:
             framework ``.ckpt``, else off.
     """
 
-    scheduler: str = "ddpm"
+    scheduler: str | None = None
+    start: Literal["full", "released"] | None = None
     num_inference_steps: int = 50
     guidance_context: float = 2.0
     guidance_global: float = 4.0
@@ -91,8 +106,17 @@ class SamplingConfig:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.init not in ("inpaint", "noise"):
             raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
+        if self.start not in (None, *START_MODES):
+            raise ValueError(f"sampling.start must be one of {START_MODES} or null, got {self.start!r}")
         self.noise_schedule()  # fail early on an unknown prediction type or a bad combination
         scheduler_for(self)  # fail early on an unknown name or spacing
+        try:
+            self.steps_per_window()
+        except ValueError:
+            raise ValueError(
+                f"sampling.start 'released' skips the first of the {self.num_inference_steps} step(s) of "
+                f"{self.scheduler_name}, leaving none: use num_inference_steps >= 2 or start: full"
+            ) from None
 
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(
@@ -100,6 +124,23 @@ class SamplingConfig:
             prediction_type=self.prediction_type or ("v_prediction" if self.rescale_betas_zero_snr else "epsilon"),
             rescale_betas_zero_snr=bool(self.rescale_betas_zero_snr),
         )
+
+    @property
+    def start_mode(self) -> str:
+        """``start``, or its default for the scheduler."""
+        if self.start is not None:
+            return self.start
+        return "released" if self.scheduler_name == "pndm" else "full"
+
+    @property
+    def scheduler_name(self) -> str:
+        return (self.scheduler or "ddpm").lower()
+
+    def steps_per_window(self) -> int:
+        """UNet calls per window (PNDM's 50 steps take 51 timesteps; ``released`` skips one)."""
+        scheduler = scheduler_for(self)
+        scheduler.set_timesteps(self.num_inference_steps)
+        return len(denoising_timesteps(scheduler.timesteps, self.num_inference_steps, self.start_mode)[1])
 
     @property
     def guidance(self) -> Guidance:
@@ -113,23 +154,25 @@ class GlobalFramesConfig:
     Attributes:
         count: g = 16 frames (paper Appendix C.2), spread evenly over the whole video.
         mode: ``masked``: drawn on the canvas and masked like the context (paper 3.2.2,
-            as in training); ``resize``: the whole frame squeezed to the canvas, as the
-            released inference script does.
+            as this framework trains); ``resize``: the whole frame squeezed to the canvas,
+            as the released inference script feeds the released weights; None: chosen by
+            the predictor from the weights (``resize`` for the released weights), else
+            ``masked``.
     """
 
     count: int = 16
-    mode: Literal["masked", "resize"] = "masked"
+    mode: Literal["masked", "resize"] | None = None
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError(f"global frame count must be >= 1, got {self.count}")
-        if self.mode not in ("masked", "resize"):
-            raise ValueError(f"global frame mode must be 'masked' or 'resize', got {self.mode!r}")
+        if self.mode not in (None, "masked", "resize"):
+            raise ValueError(f"global frame mode must be 'masked', 'resize' or null, got {self.mode!r}")
 
 
 def scheduler_for(sampling: SamplingConfig):
     """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
-    return make_scheduler(sampling.scheduler, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)
+    return make_scheduler(sampling.scheduler_name, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)
 
 
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.
@@ -296,26 +339,32 @@ class OutpaintingPipeline:
                     start.append(painter.inpainted(drawn))
                 frames.append(i)
                 if i in wanted:
-                    keep = masked if self.global_frames.mode == "masked" else painter.whole_frame(frame)
+                    keep = painter.whole_frame(frame) if self.global_frames.mode == "resize" else masked
                     global_canvases[i] = keep
                 if len(frames) == self.encode_batch:
                     self._store(latents, frames, context, start, generator)
                     context, start, frames = [], [], []
             if frames:
                 self._store(latents, frames, context, start, generator)
-            glob = self._encode(np.stack([global_canvases[i] for i in global_index]), generator)
-            glob = rearrange(glob, "g c h w -> 1 g c h w")
-            conditioning = VideoConditioning(
-                tokens=self.unet.encode_global_frames(glob),
-                null_tokens=self.unet.encode_global_frames(torch.zeros_like(glob)),
-                black=black_frame_latent(
-                    self.autoencoder, painter.canvas_size[1], painter.canvas_size[0], self.device, generator
-                ),
+            conditioning = self.video_conditioning(
+                np.stack([global_canvases[i] for i in global_index]), painter, generator
             )
         except BaseException:
             latents.close()
             raise
         return latents, conditioning
+
+    @torch.no_grad()
+    def video_conditioning(
+        self, global_canvases: np.ndarray, painter: CanvasPainter, generator: torch.Generator | None = None
+    ) -> VideoConditioning:
+        """What every window shares, from the (g, ch, cw, 3) uint8 global-frame canvases."""
+        glob = rearrange(self._encode(global_canvases, generator), "g c h w -> 1 g c h w")
+        return VideoConditioning(
+            tokens=self.unet.encode_global_frames(glob),
+            null_tokens=self.unet.encode_global_frames(torch.zeros_like(glob)),
+            black=black_frame_latent(self.autoencoder, painter.canvas_size[1], painter.canvas_size[0], self.device, generator),
+        )
 
     def _encode(self, canvases: np.ndarray | list[np.ndarray], generator: torch.Generator) -> torch.Tensor:
         return self.autoencoder.encode(to_model_range(canvases).to(self.device), generator)
@@ -339,10 +388,8 @@ class OutpaintingPipeline:
         """Run every level of ``plan``, writing each window's generated frames to ``latents.generated``."""
         levels = [(level, batch_level(level, self.schedule.max_batch)) for level in plan.levels]
         total_windows = len(plan.windows)
-        counter = scheduler_for(self.sampling)
-        counter.set_timesteps(self.sampling.num_inference_steps)
         bar = tqdm(
-            total=total_windows * len(counter.timesteps),  # PNDM takes one step more
+            total=total_windows * self.sampling.steps_per_window(),
             desc=info.stem,
             unit="step",
             disable=(not self.progress) if self.progress is not None else None,
@@ -431,6 +478,7 @@ class OutpaintingPipeline:
             init_latents=init,
             generators=generators,
             on_step=count_step,
+            start=self.sampling.start_mode,
         )
         for k, (window, frames) in enumerate(zip(windows, slots)):
             position = {}

@@ -14,6 +14,10 @@ Weights (``weights.source``):
   framework (EMA weights preferred), with the autoencoder it was trained with;
 * ``config``: fresh weights from ``unet`` config fields, drawn from ``init_seed``
   (the same on every rank), for tests and benchmarks (``configs/predict_tiny.yaml``).
+
+Settings left null follow the weights (:func:`weight_defaults`): the released weights get
+what the released script ran them with (PNDM from its start, whole resized global frames,
+its coarse-to-fine loop); this framework's checkpoints what they were trained with.
 """
 
 from __future__ import annotations
@@ -75,6 +79,28 @@ class VideoPrediction:
         if self.video is not None:
             self.video.close()
             self.video = None
+
+
+def weight_defaults(
+    source: str, sampling: SamplingConfig, schedule: ScheduleConfig, global_frames: GlobalFramesConfig
+) -> tuple[SamplingConfig, ScheduleConfig, GlobalFramesConfig]:
+    """Fill the settings left None from where the weights come from.
+
+    ``official`` (the released weights, only ever run by the released script): ``pndm``
+    (which :class:`SamplingConfig` starts as released: t = 961, ``timesteps[1:]``), whole
+    frames resized to the canvas as global frames, and the released coarse-to-fine loop.
+    Otherwise (this framework's weights): ``ddpm`` (paper Appendix C.2), masked global
+    frames (this framework always trains them masked, paper 3.2.2) and the framework plan.
+    Settings given explicitly are kept.
+    """
+    released = source == "official"
+    if sampling.scheduler is None:
+        sampling = replace(sampling, scheduler="pndm" if released else "ddpm")
+    if schedule.compat is None:
+        schedule = replace(schedule, compat="released" if released else "framework")
+    if global_frames.mode is None:
+        global_frames = replace(global_frames, mode="resize" if released else "masked")
+    return sampling, schedule, global_frames
 
 
 def build_unet(
@@ -161,6 +187,7 @@ class M3DDMPredictor(L.LightningModule):
                     prediction_type=sampling.prediction_type or trained.prediction_type,
                     rescale_betas_zero_snr=trained.rescale_betas_zero_snr if given_zero_snr is None else given_zero_snr,
                 )
+        sampling, schedule, global_frames = weight_defaults(weights.source, sampling, schedule, global_frames)
         self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
         self.autoencoder.requires_grad_(False).eval()
         self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
