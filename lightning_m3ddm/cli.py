@@ -82,6 +82,21 @@ class M3DDMCLI(LightningCLI):
             cli_args.enable_predict_logging()
             self.save_config_callback = None  # predict leaves nothing but its videos behind
 
+    def instantiate_trainer(self, **kwargs):
+        """fit: :class:`~lightning_m3ddm.progress.RunProgressBar` unless a progress bar is configured
+        or disabled (Lightning's default reads "Epoch 3/-2" or shrinks per epoch in step-bounded runs)."""
+        if self.subcommand in ("fit", None):  # None: run=False, which builds a trainer for fitting
+            from lightning.pytorch.callbacks import ProgressBar
+
+            from lightning_m3ddm.progress import RunProgressBar
+
+            trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init)["trainer"]
+            callbacks = trainer.get("callbacks") or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+                trainer["callbacks"] = [*callbacks, RunProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
     def instantiate_classes(self) -> None:
         if self.subcommand not in ("predict", "evaluate"):
             return super().instantiate_classes()
