@@ -103,6 +103,25 @@ def even_size_for_short_side(height: int, width: int, short_side: int) -> tuple[
     return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
 
 
+def skip_reason(kind: str, detail: str) -> str:
+    """``"kind: detail"``, without repeating a kind the detail already starts with
+    (a truncated file's message reads "truncated: container declares ...")."""
+    return detail if detail.startswith(f"{kind}:") else f"{kind}: {detail}"
+
+
+def output_problem(output: Path) -> str | None:
+    """Why ``--output`` cannot hold the shards (one line), or None."""
+    existing = next((p for p in (output, *output.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    where = f"--output {output}" if existing == output else f"--output {output}: {existing}"
+    if not existing.is_dir():
+        return f"{where} is a file, not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"{where} is not writable"
+    return None
+
+
 def prepare_video(item: VideoItem, options: ShardOptions, workdir: str) -> PreparedVideo:
     """Probe (and maybe re-encode) one video; never raises for bad input."""
     path = item.path
@@ -113,7 +132,7 @@ def prepare_video(item: VideoItem, options: ShardOptions, workdir: str) -> Prepa
     try:
         info = probe_video(path)
     except VideoDecodeError as exc:
-        return PreparedVideo(item, reason=f"{exc.kind}: {exc}")
+        return PreparedVideo(item, reason=skip_reason(exc.kind, str(exc)))
     except OSError as exc:
         return PreparedVideo(item, reason=f"unreadable: {exc}")
     if info.num_frames < options.min_frames:
@@ -272,8 +291,10 @@ def _write_one_shard(output: Path, stats_dir: Path, options: ShardOptions, j: in
             short += int(meta["num_frames"] < SHORT_CLIP_FRAMES)
             nbytes += len(data)
             seconds += float(meta["duration"])
+    if not written:  # nothing usable: no empty shard (the stats keep the reasons)
+        tmp.unlink()
     stats = dict(
-        shard=f"{name}.tar",
+        shard=f"{name}.tar" if written else None,
         items=len(group),
         items_digest=_items_digest(group),
         written=len(written),
@@ -284,7 +305,8 @@ def _write_one_shard(output: Path, stats_dir: Path, options: ShardOptions, j: in
     )
     # Stats first: a .tar without stats would be kept on resume without its counts.
     _write_json_atomic(stats_dir / f"{name}.json", stats)
-    os.replace(tmp, final)
+    if written:
+        os.replace(tmp, final)
     return stats
 
 
@@ -301,7 +323,7 @@ def _summarize(options: ShardOptions, source: str, num_items: int, num_shards: i
         job=dict(index=options.job_index, count=options.num_jobs),
         input_items=num_items,
         shards_total=num_shards,
-        shards_written=sorted(s["shard"] for s in written),
+        shards_written=sorted(s["shard"] for s in written if s["shard"]),
         shards_kept_from_previous_run=sorted(s["shard"] for s in resumed),
         totals=dict(
             items=sum(s["items"] for s in everything),
@@ -382,9 +404,18 @@ def run_job(args, list_items, source: str) -> dict:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    problem = output_problem(Path(options.output))
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     if not items:
         print(f"error: no videos found in {source}", file=sys.stderr)
         raise SystemExit(2)
     summary = write_shards(items, options, source=source)
     print_summary(summary)
+    totals = summary["totals"]
+    if totals["items"] and not totals["written"]:
+        print(f"error: none of the {totals['items']} videos of {source} could be used (reasons above); no shard written",
+              file=sys.stderr)
+        raise SystemExit(1)
     return summary

@@ -172,13 +172,22 @@ def render_markdown(results: Mapping) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_all(files: Mapping[Path, str]) -> None:
     """Write every file to a temporary name first, then rename them all into place."""
     staged: list[tuple[str, Path]] = []
+    mode = new_file_mode()
     try:
         for path, text in files.items():
             handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged.append((temp, path))
+            os.chmod(temp, mode)  # mkstemp's 0600 would keep the results from everyone else
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 stream.write(text)
         for temp, path in staged:

@@ -33,7 +33,9 @@ EXIT_SOME_FAILED = 1
 def add_predict_arguments(parser) -> None:
     """Add ``--input``, ``--target_ratio``, ``--padding``, ``--output_dir`` and the writer to ``parser``."""
     parser.add_argument(
-        "--input", type=str, nargs="+", default=None,
+        # [] rather than None: jsonargparse cannot check a None list while linking it (it
+        # would say "'NoneType' object is not iterable"); check_predict_arguments names it
+        "--input", type=str, nargs="+", default=[],
         help="Input videos: paths, globs ('videos/*.mp4'), folders or list files (.txt, one per line).",
     )
     parser.add_argument(
@@ -62,11 +64,17 @@ def check_predict_arguments(config) -> str | None:
     """
     if not config.get("input"):
         return "no input video given: --input PATHS (videos, globs, folders or list files)"
+    # the datamodule resolves the inputs again and warns then (e.g. about duplicate stems):
+    # warning here too would print every warning twice
+    resolver_log = logging.getLogger(resolve_jobs.__module__)
+    was_disabled, resolver_log.disabled = resolver_log.disabled, True
     try:
         resolve_jobs(config["input"], config.get("target_ratio"), config.get("padding"))
         check_output_dir(config.get("output_dir"))
     except PredictConfigError as err:
         return str(err)
+    finally:
+        resolver_log.disabled = was_disabled
     return None
 
 

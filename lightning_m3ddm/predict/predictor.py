@@ -128,10 +128,16 @@ def build_unet(
     else:
         raise CheckpointError(f"unknown weights.source {weights.source!r}")
     if unet.config.out_channels != c or unet.config.in_channels != 2 * c + 1:
+        if weights.source == "official":
+            fix = "the released weights need model.autoencoder = StableDiffusionVAE(path to a Stable Diffusion folder)"
+        else:  # a checkpoint of this framework records its autoencoder; a config's one overrides it
+            fix = (
+                "leave the autoencoder unset (--model.init_args.autoencoder=null) to use the one the checkpoint "
+                "was trained with"
+            )
         raise CheckpointError(
             f"the UNet takes {unet.config.in_channels} input / {unet.config.out_channels} output channels, but the "
-            f"autoencoder has {c} latent channels (needs {2 * c + 1} / {c}); the released weights need "
-            f"model.autoencoder = StableDiffusionVAE(path to a Stable Diffusion folder)"
+            f"autoencoder has {c} latent channels (needs {2 * c + 1} / {c}): {fix}"
         )
     return unet.eval().requires_grad_(False)
 
