@@ -15,7 +15,7 @@ Three passes, memory bounded whatever the length (the per-frame latents live on 
    guides (no decode/encode round trip). Sampling: any scheduler by name, dual
    classifier-free guidance eq. 4 with the three needed branches in one UNet call
    (:func:`lightning_m3ddm.sampling.sample_latents`), the start latents noised to the
-   first timestep (paper Appendix D) or pure noise. Every window has its own seeded
+   start timestep (paper Appendix D; ``sampling.start``) or pure noise. Every window has its own seeded
    generator (seed, window index), so batching does not change the result.
 3. **Decode** (:meth:`OutpaintedVideo.canvas_frames`): the generated latents are decoded
    in chunks, in frame order, for the writer to composite while it streams the source
