@@ -279,3 +279,24 @@ def test_timestep_spacing_reaches_the_unet(video_80, spacing, first):
 def test_unknown_timestep_spacing_fails_when_configured():
     with pytest.raises(ValueError, match="timestep_spacing must be one of"):
         SamplingConfig(timestep_spacing="backwards")
+
+
+def test_released_plan_runs_padded_windows(video_80):
+    """compat released on 80 frames: a stride-15 window of 6 key frames + 10 copies of frame 79."""
+    unet = RecordingUNet()
+    pipe = OutpaintingPipeline(
+        unet, PixelUnshuffleAutoencoder(4), sampling=SamplingConfig(num_inference_steps=2),
+        schedule=ScheduleConfig(max_batch=8, compat="released"), canvas_size=32, progress=False,
+    )
+    video = pipe.outpaint(video_80, [parse_ratio("1:1")])  # raises if a frame was left out
+    try:
+        assert [level.stride for level in video.plan.levels] == [15, 5, 1]
+        assert video.plan.windows[0].frames == (0, 15, 30, 45, 60, 75) + (79,) * 10
+        batches = [len(b) for level in batch_plan(video.plan, 8) for b in level]
+        assert [c["sample"].shape[:3] for c in unet.calls] == [(3 * n, 2 * C + 1, 16) for n in batches for _ in range(2)]
+        last = unet.calls[-1]["sample"]  # the last stride-1 window: 75..79, then frame 79 repeated
+        mask = last[-1, -1]  # ε(c1, c2) branch of the last window: its mask channel, (F, h, w)
+        assert mask[5:].amax() == 0  # frame 79 was generated at stride 15: every copy is a guide
+        assert np.abs(generated(video)).max() > 0
+    finally:
+        video.close()
