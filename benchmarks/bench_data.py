@@ -40,7 +40,8 @@ from data_prep.sharding import ShardOptions, VideoItem, write_shards  # noqa: E4
 from lightning_m3ddm.data import video_io  # noqa: E402
 from lightning_m3ddm.data.augmentation import AugmentationConfig  # noqa: E402
 from lightning_m3ddm.data.clips import ClipConfig, load_clip_example  # noqa: E402
-from lightning_m3ddm.data.datamodule import ClipStream, M3DDMDataModule, _stable_seed  # noqa: E402
+from lightning_m3ddm.data.datamodule import ClipStream, M3DDMDataModule  # noqa: E402
+from lightning_m3ddm.seeding import stable_seed  # noqa: E402
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video  # noqa: E402
 
 
@@ -126,7 +127,7 @@ def decode_only_pass(videos: dict[str, bytes], setting: Setting) -> tuple[float,
     start, cpu = time.perf_counter(), time.process_time()
     with no_rgb_conversion():
         for key, data in videos.items():
-            generator.manual_seed(_stable_seed(0, key))  # the pipeline's validation-mode draws
+            generator.manual_seed(stable_seed(0, key))  # the pipeline's validation-mode draws
             load_clip_example(data, generator, config)
     return time.perf_counter() - start, time.process_time() - cpu, len(videos)
 

@@ -14,26 +14,33 @@ Batch (dict):
     key, caption   list[str] of length B
     num_skipped    int, samples this worker skipped since its previous batch
                    (removed by :meth:`M3DDMDataModule.on_before_batch_transfer`)
+    stream_position  training batches only: (worker role, samples read, batches made) of
+                   the worker that made it, for exact resume (removed likewise; see
+                   :mod:`.stream_progress`)
 
 Distribution: shards are split by node (rank) and by dataloader worker, or,
 with ``resampled=True``, every worker draws shards with replacement, which keeps
 all ranks busy for any number of nodes (then ``samples_per_epoch`` sets the
 epoch length). Corrupt shards or samples are skipped, counted and logged,
 never fatal; a worker that fails ``max_consecutive_failures`` samples in a row
-stops with the last error (that is a bug or a wrong dataset, not a bad file).
+stops with the last error (that is a bug or a wrong dataset, not a bad file), and
+a training epoch that gives no batch at all stops training (:class:`NoUsableDataError`).
+
+Exact resume: shard order, shuffling and each sample's random draws are seeded by
+(seed, epoch, ...), never by how much was read before, and the datamodule's
+``state_dict`` (saved in Lightning checkpoints) records how far every worker of every
+rank got; a run resumed from it reads the batches the uninterrupted run would have read.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
-import hashlib
 import json
 import logging
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import lightning as L
@@ -45,7 +52,9 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from lightning_m3ddm.data.augmentation import AugmentationConfig, augment
 from lightning_m3ddm.data.clips import ClipConfig, load_clip_example
+from lightning_m3ddm.data.stream_progress import EpochPlan, StreamProgress, continuation_plan
 from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.seeding import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +117,8 @@ def _open_url(url: str):
     return fsspec.open(url, "rb").open()
 
 
-def _stable_seed(*parts) -> int:
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+class NoUsableDataError(RuntimeError):
+    """A training epoch gave no batch: every sample failed to load, or the shards hold too few."""
 
 
 def _text(value) -> str:
@@ -126,6 +134,8 @@ class ClipStream(torch.utils.data.IterableDataset):
             otherwise in order with augmentations seeded by each sample's key.
         batches_per_worker: stop each worker's epoch after this many batches
             (required with ``resampled``); None = one pass over the shards.
+        num_workers: DataLoader workers that will read this stream (0: the main process);
+            sizes the epoch plan shared with them.
     """
 
     def __init__(
@@ -140,6 +150,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         batches_per_worker: int | None = None,
         seed: int = 0,
         max_consecutive_failures: int = 100,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
         if resampled and batches_per_worker is None:
@@ -154,20 +165,41 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.batches_per_worker = batches_per_worker
         self.seed = seed
         self.max_consecutive_failures = max_consecutive_failures
-        self.epoch = 0  # advanced in the main process by _EpochDataLoader
-        self._local_iterations = 0  # advanced where the iteration runs (persistent workers)
+        self.num_streams = max(1, num_workers)
+        # The epoch plan lives in shared memory: persistent workers keep their copy of this
+        # object across epochs and would otherwise never see a new epoch or a resume.
+        self._plan = torch.zeros(2 + 2 * self.num_streams, dtype=torch.long).share_memory_()
         self.skipped = 0
 
-    # -- stages (generators over the previous stage, run inside each worker) --------------
-    def _shard_list(self, epoch_seed: int) -> wds.DataPipeline | torch.utils.data.IterableDataset:
-        if self.resampled:
-            # Each worker draws its own shards: no split needed, every rank stays busy.
-            return wds.ResampledShards(self.urls, seed=epoch_seed, deterministic=True)
+    # -- the epoch plan (written in the main process, read in the workers) -----------------
+    def set_plan(self, plan: EpochPlan) -> None:
+        n = self.num_streams
+        self._plan[0], self._plan[1] = plan.epoch, plan.first_worker
+        self._plan[2 : 2 + n] = torch.tensor([plan.samples_to_skip(r) for r in range(n)])
+        self._plan[2 + n :] = torch.tensor([plan.batches_done(r) for r in range(n)])
+
+    def plan(self) -> EpochPlan:
+        n = self.num_streams
+        values = self._plan.tolist()
+        return EpochPlan(values[0], values[1], tuple(values[2 : 2 + n]), tuple(values[2 + n :]))
+
+    def rank_shards(self, epoch: int, rank: int, world_size: int) -> list[str]:
+        """The shards rank ``rank`` reads in ``epoch`` (all of them when resampled)."""
         urls = list(self.urls)
         if self.train:
-            random.Random(epoch_seed).shuffle(urls)  # same order on every rank and worker, then split
+            random.Random(stable_seed(self.seed, epoch)).shuffle(urls)  # same order on every rank, then split
+        return urls if self.resampled else urls[rank::world_size]
+
+    # -- stages (generators over the previous stage, run inside each worker) --------------
+    def _shards(self, epoch: int, rank: int, world_size: int, role: int, num_workers: int) -> Iterator[dict]:
+        if self.resampled:
+            # Each worker draws its own shards: no split needed, every rank stays busy.
+            rng = random.Random(stable_seed(self.seed, epoch, rank, role, "resample"))
+            while True:
+                yield dict(url=rng.choice(self.urls))
         # A worker left without shards (fewer shards than ranks x workers) yields nothing.
-        return wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker)
+        for url in self.rank_shards(epoch, rank, world_size)[role::num_workers]:
+            yield dict(url=url)
 
     def _samples(self, shards: Iterator[dict]) -> Iterator[dict]:
         for shard in shards:
@@ -191,7 +223,15 @@ class ClipStream(torch.utils.data.IterableDataset):
             files = tar_file_expander([dict(url=url, stream=stream)], handler=damaged)
             yield from group_by_keys(files, handler=damaged)
 
-    def _example(self, sample: dict, generator: torch.Generator) -> dict:
+    def _sample_seed(self, sample: dict, epoch: int) -> int:
+        # Per sample, not per worker: a resumed worker skips samples without decoding them,
+        # and the draws of the samples after them stay those of the uninterrupted run.
+        key = sample.get("__key__", "?")
+        if not self.train:
+            return stable_seed(self.seed, key)
+        return stable_seed(self.seed, epoch, sample.get("__url__", ""), key)
+
+    def _example(self, sample: dict, epoch: int = 0) -> dict:
         key = sample.get("__key__", "?")
         video_key = next((k for k in _VIDEO_KEYS if k in sample), None)
         if video_key is None:
@@ -206,8 +246,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         if not caption and "txt" in sample:
             caption = _text(sample["txt"]).strip()
         fallback_fps = meta.get("fps") if isinstance(meta, dict) and isinstance(meta.get("fps"), (int, float)) else None
-        if not self.train:
-            generator.manual_seed(_stable_seed(self.seed, key))
+        generator = torch.Generator().manual_seed(self._sample_seed(sample, epoch))
         example = load_clip_example(sample[video_key], generator, self.clip, fallback_fps=fallback_fps)
         masked = augment(example.video, generator, self.augmentation, global_frames=example.global_frames)
         return dict(
@@ -220,48 +259,75 @@ class ClipStream(torch.utils.data.IterableDataset):
             caption=caption or "",
         )
 
-    def _examples(self, samples: Iterator[dict], generator: torch.Generator) -> Iterator[dict]:
+    def _examples(self, samples: Iterator[dict], epoch: int, skip: int = 0) -> Iterator[tuple[dict, int]]:
+        """(example, samples read so far) for every sample that loads, after the first ``skip``
+        samples, which are read but not decoded."""
         failures = 0
-        for sample in samples:
+        for read, sample in enumerate(samples, start=1):
+            if read <= skip:
+                continue
             try:
-                example = self._example(sample, generator)
+                example = self._example(sample, epoch)
             except Exception as exn:  # corrupt sample: count, warn, go on
                 failures += 1
                 self.skipped += 1
                 log.warning("skipping sample %r from %s: %s", sample.get("__key__"), sample.get("__url__"), exn)
                 if failures >= self.max_consecutive_failures:
                     raise RuntimeError(
-                        f"{failures} consecutive samples failed to load; last error: {exn!r}"
+                        f"{failures} consecutive samples failed to load (last: {sample.get('__key__')!r} "
+                        f"from {sample.get('__url__')}); last error: {exn!r}"
                     ) from exn
                 continue
             failures = 0
-            yield example
+            yield example, read
 
-    def _batches(self, examples: Iterator[dict]) -> Iterator[dict]:
+    def _batches(self, examples: Iterator[tuple[dict, int]], role: int = 0, made: int = 0) -> Iterator[dict]:
+        limit = self.batches_per_worker
+        if limit is not None and made >= limit:
+            return
         reported = self.skipped
         buffer: list[dict] = []
-        for example in examples:
+        for example, read in examples:
             buffer.append(example)
             if len(buffer) == self.batch_size:
-                yield collate_examples(buffer, self.skipped - reported)
+                batch = collate_examples(buffer, self.skipped - reported)
+                made += 1
+                if self.train:
+                    batch["stream_position"] = (role, read, made)
+                yield batch
                 reported, buffer = self.skipped, []
+                if limit is not None and made >= limit:
+                    return
         if buffer and not self.train:
             yield collate_examples(buffer, self.skipped - reported)
 
     def __iter__(self) -> Iterator[dict]:
-        self._local_iterations += 1
-        rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        epoch_seed = _stable_seed(self.seed, self.epoch, self._local_iterations) % (1 << 31)
-        generator = torch.Generator().manual_seed(_stable_seed(epoch_seed, rank, worker))
-        stages = [self._shard_list(epoch_seed), self._samples]
+        rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
+        if self.train and num_workers != self.num_streams:
+            raise RuntimeError(
+                f"this training stream was built for {self.num_streams} reader(s) but is read by {num_workers}: "
+                "pass the DataLoader's num_workers to ClipStream"
+            )
+        plan = self.plan() if self.train else EpochPlan(0)
+        role = plan.role(worker, num_workers)
+        samples = self._samples(self._shards(plan.epoch, rank, world_size, role, num_workers))
         if self.train and self.shuffle_buffer > 1:
-            rng = random.Random(_stable_seed(epoch_seed, rank, worker, "shuffle"))
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng))
-        stages += [functools.partial(self._examples, generator=generator), self._batches]
-        pipeline = wds.DataPipeline(*stages)
-        if self.batches_per_worker is not None:
-            pipeline = pipeline.with_epoch(nbatches=self.batches_per_worker)
-        return iter(pipeline)
+            rng = random.Random(stable_seed(self.seed, plan.epoch, rank, role, "shuffle"))
+            samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
+        examples = self._examples(samples, plan.epoch, skip=plan.samples_to_skip(role))
+        return self._batches(examples, role, made=plan.batches_done(role))
+
+    def empty_epoch_message(self, epoch: int) -> str:
+        """Why training stops when an epoch of this stream gave no batch (see :class:`NoUsableDataError`)."""
+        rank, world_size, _, _ = wds.utils.pytorch_worker_info()
+        shards = self.rank_shards(epoch, rank, world_size)
+        names = ", ".join(shards[:5]) + (f" and {len(shards) - 5} more" if len(shards) > 5 else "")
+        where = f" on rank {rank} of {world_size}" if world_size > 1 else ""
+        return (
+            f"no usable training data{where}: epoch {epoch} gave no batch of {self.batch_size} clip(s) from "
+            f"{len(shards)} shard(s): {names}. Every sample failed to load (see the warnings above), "
+            "or the shards hold fewer clips than one batch per data worker."
+        )
 
 
 def collate_examples(examples: list[dict], num_skipped: int = 0) -> dict:
@@ -278,12 +344,30 @@ def collate_examples(examples: list[dict], num_skipped: int = 0) -> dict:
     )
 
 
-class _EpochDataLoader(DataLoader):
-    """Advances the dataset's epoch before workers start, so every epoch reshuffles."""
+class TrainStreamLoader(DataLoader):
+    """DataLoader of a training :class:`ClipStream`: hands each epoch's plan to the stream before
+    its workers start, and stops training on an epoch that gives no batch at all.
+
+    ``plan_epoch`` (set by :class:`M3DDMDataModule`) returns the plan of the epoch about to
+    start; without it, epochs are counted from 0 and always start from their beginning.
+    """
+
+    plan_epoch: Callable[[], EpochPlan] | None = None
+    _epochs_started = 0
 
     def __iter__(self):
-        self.dataset.epoch += 1
-        return super().__iter__()
+        if self.plan_epoch is not None:
+            plan = self.plan_epoch()
+        else:
+            plan, self._epochs_started = EpochPlan(self._epochs_started), self._epochs_started + 1
+        self.dataset.set_plan(plan)
+        delivered = 0
+        for batch in super().__iter__():
+            delivered += 1
+            yield batch
+        if delivered == 0 and not plan.resumed:
+            # without this, an all-corrupt dataset cycles through empty epochs forever
+            raise NoUsableDataError(self.dataset.empty_epoch_message(plan.epoch))
 
 
 class M3DDMDataModule(L.LightningDataModule):
@@ -369,6 +453,9 @@ class M3DDMDataModule(L.LightningDataModule):
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
         self.skipped_samples = 0  # corrupt samples skipped so far (all workers of this process)
+        self._progress: StreamProgress | None = None  # this rank's position in the current training epoch
+        self._saved_stream: dict | None = None  # a checkpoint's positions, until the next epoch starts
+        self._epochs_started = 0  # epoch count without a trainer
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -376,13 +463,12 @@ class M3DDMDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and (self.val_shards or stage == "validate"):
             self.val_urls = resolve_shards(self.val_shards, "val_shards")
 
-    def _world_size(self) -> int:
+    def _rank_and_world_size(self) -> tuple[int, int]:
         trainer = self.trainer
-        return trainer.world_size if trainer is not None else 1
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset: ClipStream) -> DataLoader:
-        return _EpochDataLoader(
-            dataset,
+    def _loader_arguments(self) -> dict:
+        return dict(
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -390,12 +476,31 @@ class M3DDMDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
         )
 
+    def _check_shard_split(self) -> None:
+        """Every rank needs shards of its own; idle workers only waste memory."""
+        if self.resampled:
+            return
+        _, world_size = self._rank_and_world_size()
+        shards, workers = len(self.train_urls), max(1, self.num_workers)
+        if shards < world_size:
+            raise ValueError(
+                f"train_shards: {shards} shard(s) for {world_size} ranks leave rank {shards} and above without data; "
+                f"give at least {world_size} shards (ideally a multiple of {world_size * workers}: ranks x num_workers), "
+                "or resampled=True with samples_per_epoch"
+            )
+        if shards // world_size < workers:
+            log.warning(
+                "train_shards: %d shard(s) over %d rank(s) x %d worker(s): some workers get no shard and stay idle",
+                shards, world_size, workers,
+            )
+
     def train_dataset(self) -> ClipStream:
         if not self.train_urls:
             self.setup("fit")
+        self._check_shard_split()
         batches_per_worker = None
         if self.samples_per_epoch is not None:
-            streams = self._world_size() * max(1, self.num_workers)
+            streams = self._rank_and_world_size()[1] * max(1, self.num_workers)
             batches_per_worker = max(1, math.ceil(self.samples_per_epoch / (streams * self.batch_size)))
         return ClipStream(
             self.train_urls,
@@ -408,6 +513,7 @@ class M3DDMDataModule(L.LightningDataModule):
             batches_per_worker=batches_per_worker,
             seed=self.seed,
             max_consecutive_failures=self.max_consecutive_failures,
+            num_workers=self.num_workers,
         )
 
     def val_dataset(self) -> ClipStream:
@@ -421,18 +527,47 @@ class M3DDMDataModule(L.LightningDataModule):
             train=False,
             seed=self.seed,
             max_consecutive_failures=self.max_consecutive_failures,
+            num_workers=self.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset())
+        loader = TrainStreamLoader(self.train_dataset(), **self._loader_arguments())
+        loader.plan_epoch = self._plan_train_epoch
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_shards:
             return []
-        return self._loader(self.val_dataset())
+        return DataLoader(self.val_dataset(), **self._loader_arguments())
+
+    def _plan_train_epoch(self) -> EpochPlan:
+        """The plan of the training epoch about to start: from its beginning, or where a
+        loaded checkpoint stopped (see :mod:`.stream_progress`)."""
+        trainer = self.trainer
+        rank, world_size = self._rank_and_world_size()
+        if trainer is not None:
+            epoch = trainer.current_epoch
+            batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        else:
+            epoch, batches_done = self._epochs_started, None
+        self._epochs_started = epoch + 1
+        saved, self._saved_stream = self._saved_stream, None
+        streams = max(1, self.num_workers)
+        plan, problem = continuation_plan(
+            saved, epoch=epoch, rank=rank, world_size=world_size, num_streams=streams, batches_done=batches_done
+        )
+        if problem:
+            log.warning("not an exact resume: %s", problem)
+        self._progress = StreamProgress.start(plan, streams)
+        return plan
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Move the workers' skip counts out of the batch into :attr:`skipped_samples` and the loggers."""
+        """Move the workers' skip counts out of the batch into :attr:`skipped_samples` and the loggers,
+        and training batches' stream positions into this rank's progress."""
+        if isinstance(batch, dict) and "stream_position" in batch:
+            position = batch.pop("stream_position")
+            if self._progress is not None:
+                self._progress.record(*(int(v) for v in position))
         if isinstance(batch, dict) and "num_skipped" in batch:
             skipped = int(batch.pop("num_skipped"))
             if skipped:
@@ -445,7 +580,22 @@ class M3DDMDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        return {"skipped_samples": self.skipped_samples}
+        """Skip count and every rank's position in the current training epoch.
+
+        With several ranks this gathers the positions from all of them, so it must be called
+        on every rank at once, as ``Trainer.save_checkpoint`` does.
+        """
+        local = self._progress.state_dict() if self._progress is not None else None
+        ranks = [local]
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            ranks = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, local)
+        return {"skipped_samples": self.skipped_samples, "train_stream": {"ranks": ranks}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.skipped_samples = int(state_dict.get("skipped_samples", 0))
+        self._saved_stream = state_dict.get("train_stream")
+        saved = [entry for entry in (self._saved_stream or {}).get("ranks", []) if entry]
+        if saved:  # without a trainer, the next epoch is the saved one
+            self._epochs_started = saved[0]["epoch"]
