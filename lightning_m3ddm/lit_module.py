@@ -33,6 +33,7 @@ from lightning_m3ddm.conditioning import (
 )
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
+from lightning_m3ddm.seeding import stable_seed
 
 
 @dataclass
@@ -251,16 +252,21 @@ class M3DDMLitModule(L.LightningModule):
             target = noise
         return F.mse_loss(pred.float(), target.float())
 
-    def step_generator(self, device: torch.device) -> torch.Generator:
-        """Noise, timesteps and condition dropout drawn from (seed, step, rank): a resumed run
-        continues exactly as an uninterrupted one, and ranks draw differently."""
-        rank = self.global_rank if self._trainer is not None else 0
-        return torch.Generator(device=device).manual_seed(
-            (self.hparams.seed * 1_000_003 + self.global_step * 65_537 + rank) % (2**63)
-        )
+    def step_generator(self, device: torch.device, batch_idx: int = 0) -> torch.Generator:
+        """Noise, timesteps and condition dropout drawn from (seed, step, micro-batch, rank): a
+        resumed run continues exactly as an uninterrupted one, and ranks and the micro-batches
+        of one accumulated step draw differently.
+
+        The micro-batch is ``batch_idx`` modulo the gradient accumulation, which is how Lightning
+        counts the batches of an accumulated step (it restarts with every epoch)."""
+        rank, accumulation = 0, 1
+        if self._trainer is not None:
+            rank, accumulation = self.global_rank, self.trainer.accumulate_grad_batches
+        seed = stable_seed(self.hparams.seed, self.global_step, batch_idx % accumulation, rank)
+        return torch.Generator(device=device).manual_seed(seed)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        generator = self.step_generator(batch["video"].device)
+        generator = self.step_generator(batch["video"].device, batch_idx)
         loss = self.diffusion_loss(batch, self.unet, dropout=self.condition_dropout, generator=generator)
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None:

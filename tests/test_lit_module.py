@@ -10,6 +10,7 @@ from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
 from lightning_m3ddm.conditioning import Condition, black_frame_latent, guide_frames, null_condition
 from lightning_m3ddm.data.augmentation import augment
 from lightning_m3ddm.lit_module import ConditionDropout, M3DDMLitModule, OptimizerConfig, drop_conditions, lr_multiplier
+from lightning_m3ddm.seeding import stable_seed
 
 TINY = dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8, attention_head_dim=4, layers_per_block=1)
 
@@ -236,3 +237,28 @@ def test_trainer_leaves_weights_untouched_on_nonfinite_loss(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
     _fit(module, [False], tmp_path)
     assert not all(torch.equal(a, b) for a, b in zip(before, module.unet.parameters()))
+
+
+class _RecordsDraws(M3DDMLitModule):
+    """Records the seed of every training batch's draws with its (step, batch_idx); a cheap
+    loss instead of the UNet's keeps the test fast (only the seeds are looked at)."""
+
+    def training_step(self, batch, batch_idx):
+        self.draws.append((self.global_step, batch_idx, self.step_generator(batch["video"].device, batch_idx).initial_seed()))
+        return self.unet.conv_in.weight.square().sum()
+
+
+def test_each_micro_batch_of_an_accumulated_step_draws_its_own_noise(tmp_path):
+    module = _RecordsDraws(unet=TINY, autoencoder=PixelUnshuffleAutoencoder(4))
+    module.draws = []
+    clip = {k: v[0] for k, v in make_batch(b=1).items()}
+    loader = torch.utils.data.DataLoader([clip] * 4, batch_size=1)
+    trainer = L.Trainer(
+        max_epochs=1, accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(module, loader)
+    assert [(step, idx) for step, idx, _ in module.draws] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    assert len({seed for *_, seed in module.draws}) == 4  # before: one seed per step, shared by its micro-batches
+    # a function of (seed, step, micro-batch, rank) alone, so a resumed run redraws the same
+    assert [seed for *_, seed in module.draws] == [stable_seed(0, s, m, 0) for s in (0, 1) for m in (0, 1)]
