@@ -23,13 +23,20 @@ from typing import Optional
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_m3ddm.checkpoint_io import checkpoint_file_problem, use_atomic_checkpoint_io
 from lightning_m3ddm.evaluation.config import EvaluationConfig
 
 
 class M3DDMTrainer(L.Trainer):
-    """Lightning's Trainer plus :meth:`evaluate` (the ``evaluate`` subcommand)."""
+    """Lightning's Trainer plus :meth:`evaluate` (the ``evaluate`` subcommand), writing checkpoints
+    through :class:`~lightning_m3ddm.checkpoint_io.AtomicCheckpointIO` unless another
+    CheckpointIO is configured."""
 
     evaluation_results: dict | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        use_atomic_checkpoint_io(self)
 
     def evaluate(
         self,
@@ -68,6 +75,19 @@ class M3DDMCLI(LightningCLI):
 
             add_predict_arguments(parser)
         return parser
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters here, first of all: a damaged file
+        # gets one line instead of torch.load's EOFError
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if isinstance(ckpt_path, str):
+            problem = checkpoint_file_problem(ckpt_path)
+            if problem is not None:
+                from lightning_m3ddm.predict import cli_args
+
+                cli_args.exit_on_bad_arguments(f"--ckpt_path {problem}")
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
