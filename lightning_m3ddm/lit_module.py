@@ -182,7 +182,6 @@ class M3DDMLitModule(L.LightningModule):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
-        self._last_ema_step = -1
 
     # -- construction -----------------------------------------------------------------------
 
@@ -318,11 +317,12 @@ class M3DDMLitModule(L.LightningModule):
             self.log("train/grad_norm", norm, on_step=True)
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self, step: int | None = None) -> None:
+        """Average the UNet into the EMA copy; ``step``: optimizer steps taken (default ``global_step``)."""
         if self.ema_unet is None:
             return
         # warm-up of the decay, so that early averages are not dominated by the initial weights
-        step = self.global_step
+        step = self.global_step if step is None else step
         decay = min(self.ema_decay, (1 + step) / (10 + step))
         ema = [p for p in self.ema_unet.parameters()]
         cur = [p.detach() for p in self.unet.parameters()]
@@ -330,10 +330,12 @@ class M3DDMLitModule(L.LightningModule):
         for eb, b in zip(self.ema_unet.buffers(), self.unet.buffers()):
             eb.copy_(b)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.global_step != self._last_ema_step:  # only after a real optimizer step
-            self._last_ema_step = self.global_step
-            self.update_ema()
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end: callbacks run that hook first, so a checkpoint
+        # that ModelCheckpoint saved there lacked this step's average and a run resumed from it
+        # drifted from the uninterrupted one. Lightning counts the step after this hook returns.
+        self.update_ema(self.global_step + 1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["m3ddm_unet_config"] = dict(self.unet.config)
@@ -346,7 +348,6 @@ class M3DDMLitModule(L.LightningModule):
         counters = checkpoint.get("m3ddm_counters", {})
         self.nonfinite_total = counters.get("nonfinite_total", 0)
         self.nonfinite_in_row = counters.get("nonfinite_in_row", 0)
-        self._last_ema_step = checkpoint.get("global_step", -1)
 
     # -- sampling -----------------------------------------------------------------------------
 

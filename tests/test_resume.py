@@ -1,11 +1,23 @@
-"""fit --ckpt_path continues optimizer, LR schedule, EMA and counters: 2 + 2 steps == 4 steps."""
+"""fit --ckpt_path continues exactly: optimizer, LR schedule, EMA and counters (2 + 2 steps == 4 steps
+on one fixed clip), and the data stream (2 ranks over real shards, 3 + 3 steps == 6 steps)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from lightning_m3ddm.lit_module import M3DDMLitModule, OptimizerConfig
+from lightning_m3ddm.synthetic_shards import ensure_synthetic_shards
 
-from test_lit_module import TINY, PixelUnshuffleAutoencoder, make_batch
+from resume_runs import UNET
+from test_lit_module import PixelUnshuffleAutoencoder, make_batch
+
+ROOT = Path(__file__).parent.parent
 
 
 class _Clips(torch.utils.data.Dataset):
@@ -23,7 +35,7 @@ class _Clips(torch.utils.data.Dataset):
 def _module():
     torch.manual_seed(0)
     return M3DDMLitModule(
-        unet=TINY, autoencoder=PixelUnshuffleAutoencoder(4), ema_decay=0.9, optimizer=OptimizerConfig(warmup_steps=3)
+        unet=UNET, autoencoder=PixelUnshuffleAutoencoder(4), ema_decay=0.9, optimizer=OptimizerConfig(warmup_steps=3)
     )
 
 
@@ -64,3 +76,39 @@ def test_resume_continues_exactly(tmp_path):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"{name}.{n}")
     # and training did move the weights
     assert not torch.equal(_module().unet.conv_in.weight, resumed.unet.conv_in.weight)
+
+
+# The strategy of the multi-rank resume test: a Lightning strategy name or the class path of a
+# strategy built without arguments (e.g. the sharded strategy of the paper configs).
+RESUME_STRATEGY = "ddp"
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_stopped_and_resumed_equal_an_uninterrupted_run(tmp_path):
+    """2 ranks x (3 steps, stop, resume for 3 more) == 6 steps, over real shards read by 2 workers
+    per rank: 4 shards of 2 videos give each rank 4 batches an epoch, so the stop falls inside
+    epoch 0 and the resumed part crosses into epoch 1 (see tests/resume_runs.py)."""
+    shards = ensure_synthetic_shards(tmp_path / "data", "train", 8, width=32, height=32, num_frames=12, shard_size=2)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, str(ROOT / "tests" / "resume_runs.py"), shards, str(tmp_path), RESUME_STRATEGY]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=580)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "not an exact resume" not in result.stderr
+
+    keys = {(run, r): json.loads((tmp_path / f"{run}_keys_rank{r}.json").read_text())
+            for run in ("straight", "resumed") for r in (0, 1)}
+    epoch_0 = []
+    for r in (0, 1):
+        straight = keys["straight", r]
+        epoch_0.append({k for batch in straight[:4] for k in batch})
+        assert len(straight) == 6 and len(epoch_0[-1]) == 4  # 4 clips in epoch 0, then epoch 1
+        assert keys["resumed", r] == straight[3:], r
+    assert epoch_0[0].isdisjoint(epoch_0[1])  # the ranks read different shards
+
+    straight, resumed = (torch.load(tmp_path / f"{run}.pt", weights_only=True) for run in ("straight", "resumed"))
+    assert straight["global_step"] == resumed["global_step"] == 6 and resumed["epoch"] == straight["epoch"]
+    assert set(straight["state"]) == set(resumed["state"]) and any(k.startswith("ema_unet.") for k in straight["state"])
+    for name, value in straight["state"].items():
+        torch.testing.assert_close(resumed["state"][name], value, rtol=0, atol=1e-6, msg=name)
+    at_stop = torch.load(tmp_path / "ckpt" / "step=3.ckpt", weights_only=False)["state_dict"]
+    assert any(not torch.equal(at_stop[k], v) for k, v in straight["state"].items())  # steps 4-6 did train
