@@ -126,3 +126,27 @@ def test_too_few_shards_for_the_ranks_is_an_error(shards):
     dm.trainer = SimpleNamespace(global_rank=0, world_size=8)
     with pytest.raises(ValueError, match="4 shard.* for 8 ranks leave rank 4 and above without data"):
         dm.train_dataloader()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("stop", [5, 11], ids=["mid-epoch", "epoch-end"])
+def test_fit_resumed_from_a_checkpoint_trains_on_the_same_batches(shards, tmp_path, stop):
+    """Through Lightning's own loops: 11 batches an epoch (one sample corrupt), checkpoints by
+    ModelCheckpoint, resumed inside epoch 0 and at its last batch, run into epoch 1."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from test_data_datamodule import _Probe
+
+    def fit(max_steps, ckpt_path=None, callbacks=()):
+        model = _Probe()
+        dm = M3DDMDataModule(train_shards=shards["train"], batch_size=1, num_workers=2, persistent_workers=True, **SMALL)
+        trainer = L.Trainer(max_steps=max_steps, logger=False, accelerator="cpu", enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
+                            enable_checkpointing=bool(callbacks))
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return model.seen
+
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=stop, save_top_k=-1)
+    straight = fit(14, callbacks=[every_step])
+    assert len(straight) == 14 and len(set(straight[:11])) == 11  # epoch 0 holds 11 good samples
+    assert fit(14, ckpt_path=tmp_path / "ckpt" / f"step={stop}.ckpt") == straight[stop:]

@@ -547,7 +547,12 @@ class M3DDMDataModule(L.LightningDataModule):
         rank, world_size = self._rank_and_world_size()
         if trainer is not None:
             epoch = trainer.current_epoch
-            batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            batches_done = progress.current.ready
+            if trainer.fit_loop.is_resuming and progress.is_last_batch:
+                # resumed from the last batch of an epoch: Lightning closes that epoch without
+                # fetching and runs the next one on the iterator made now
+                epoch, batches_done = epoch + 1, 0
         else:
             epoch, batches_done = self._epochs_started, None
         self._epochs_started = epoch + 1
