@@ -13,6 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_m3ddm.data.datamodule import M3DDMDataModule
+from lightning_m3ddm.lit_module import M3DDMLitModule
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -95,11 +98,32 @@ def test_fit_writes_tensorboard_scalars_images_and_a_checkpoint(trained):
     assert ckpts and torch.load(ckpts[0], weights_only=False)["global_step"] == 60
 
 
+def _fixed_draw_loss(module: M3DDMLitModule, batches: list[dict]) -> float:
+    """The training objective with fixed noise, timesteps and no dropout, 4 draws per batch."""
+    module.eval()
+    with torch.no_grad():
+        losses = [
+            float(module.diffusion_loss(b, module.unet, dropout=None, generator=torch.Generator().manual_seed(100 * i + s)))
+            for i, b in enumerate(batches) for s in range(4)
+        ]
+    return sum(losses) / len(losses)
+
+
 def test_loss_falls(trained):
-    losses = [e.value for e in _events(trained).Scalars("train/loss")]
-    assert len(losses) >= 50
-    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < 0.9 * first, (first, last)  # measured: 1.06 -> 0.88
+    """60 steps lower the loss on the training clips, with the same noise and timesteps for the
+    trained and a fresh model: logged per-step losses swing with each step's timestep draws,
+    too much for a comparison of 10-step means to say whether the model learned."""
+    assert len(_events(trained).Scalars("train/loss")) >= 50
+    ckpt = torch.load(next(trained.rglob("*step=60.ckpt")), weights_only=False)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "_class_path"}
+    torch.manual_seed(0)
+    fresh, learned = M3DDMLitModule(**hparams), M3DDMLitModule(**hparams)
+    learned.load_state_dict(ckpt["state_dict"])
+    clips = M3DDMDataModule(val_shards=str(trained / "data" / "train" / "train-*.tar"), batch_size=2, num_workers=0,
+                            resolution=32, num_frames=4, num_global_frames=2, pin_memory=False)
+    batches = list(clips.val_dataloader())
+    before, after = _fixed_draw_loss(fresh, batches), _fixed_draw_loss(learned, batches)
+    assert after < 0.85 * before, (before, after)  # measured: 0.98 -> 0.69
 
 
 def _newest_checkpoint(root):
