@@ -77,7 +77,12 @@ def _run(name: str, shards: str, out: Path, strategy: str, max_steps: int, ckpt_
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     (out / f"{name}_keys_rank{trainer.global_rank}.json").write_text(json.dumps(seen.keys))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith(("unet.", "ema_unet."))}
+    # sharded strategies hold DTensors: gather each whole on every rank (a collective)
+    state = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu()
+        for k, v in model.state_dict().items()
+        if k.startswith(("unet.", "ema_unet."))
+    }
     if trainer.is_global_zero:
         torch.save({"state": state, "global_step": trainer.global_step, "epoch": trainer.current_epoch}, out / f"{name}.pt")
     return trainer
