@@ -99,12 +99,12 @@ def test_fit_writes_tensorboard_scalars_images_and_a_checkpoint(trained):
 
 
 def _fixed_draw_loss(module: M3DDMLitModule, batches: list[dict]) -> float:
-    """The training objective with fixed noise, timesteps and no dropout, 4 draws per batch."""
+    """The training objective with fixed noise, timesteps and no dropout, 2 draws per batch."""
     module.eval()
     with torch.no_grad():
         losses = [
             float(module.diffusion_loss(b, module.unet, dropout=None, generator=torch.Generator().manual_seed(100 * i + s)))
-            for i, b in enumerate(batches) for s in range(4)
+            for i, b in enumerate(batches) for s in range(2)
         ]
     return sum(losses) / len(losses)
 
@@ -119,11 +119,12 @@ def test_loss_falls(trained):
     torch.manual_seed(0)
     fresh, learned = M3DDMLitModule(**hparams), M3DDMLitModule(**hparams)
     learned.load_state_dict(ckpt["state_dict"])
-    clips = M3DDMDataModule(val_shards=str(trained / "data" / "train" / "train-*.tar"), batch_size=2, num_workers=0,
+    # the 8 training clips in one batch: few UNet calls
+    clips = M3DDMDataModule(val_shards=str(trained / "data" / "train" / "train-*.tar"), batch_size=8, num_workers=0,
                             resolution=32, num_frames=4, num_global_frames=2, pin_memory=False)
     batches = list(clips.val_dataloader())
     before, after = _fixed_draw_loss(fresh, batches), _fixed_draw_loss(learned, batches)
-    assert after < 0.85 * before, (before, after)  # measured: 0.98 -> 0.69
+    assert after < 0.85 * before, (before, after)  # measured: 0.87 -> 0.62
 
 
 def _newest_checkpoint(root):
