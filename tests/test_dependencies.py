@@ -44,6 +44,22 @@ def test_private_lightning_hook_is_fenced():
     assert params[:3] == ["self", "klass", "subcommand"]
 
 
+def test_private_lightning_resume_apis_are_fenced():
+    """cli.py overrides LightningCLI._parse_ckpt_path(self) (it reads --ckpt_path first);
+    M3DDMDataModule reads the fit loop's resume state (is_resuming, the epoch loop's batch
+    progress: ready batches, is_last_batch) to continue its data stream."""
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    assert not requirements()["lightning"].specifier.contains("2.7.0")
+    assert list(inspect.signature(LightningCLI._parse_ckpt_path).parameters) == ["self"]
+    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)
+    loop = L.Trainer(accelerator="cpu", logger=False).fit_loop
+    assert loop.is_resuming is False
+    progress = loop.epoch_loop.batch_progress
+    assert progress.current.ready == 0 and progress.is_last_batch is False
+
+
 def test_private_torchmetrics_lpips_is_fenced():
     """metrics.py builds _NoTrainLpips(net=..., pnet_rand=True) to load a local backbone."""
     from torchmetrics.functional.image.lpips import _NoTrainLpips
