@@ -38,6 +38,19 @@ class M3DDMTrainer(L.Trainer):
         super().__init__(*args, **kwargs)
         use_atomic_checkpoint_io(self)
 
+    def predict(self, *args, **kwargs):
+        """Lightning's predict; a stop signal (:mod:`~lightning_m3ddm.predict.preemption`) exits 128 + signal."""
+        from lightning_m3ddm.predict.preemption import Preempted
+
+        try:
+            return super().predict(*args, **kwargs)
+        except Preempted as stop:
+            # the loader workers are gone now: what they had prepared ahead goes too
+            for callback in self.callbacks:
+                if getattr(callback, "batch_job", None) is not None:
+                    callback.batch_job.remove_own_work_folders()
+            raise SystemExit(stop.exit_status) from None
+
     def evaluate(
         self,
         model: L.LightningModule,

@@ -47,7 +47,16 @@ def add_predict_arguments(parser) -> None:
         help="Explicit border in source pixels LEFT,RIGHT,TOP,BOTTOM (instead of or besides --target_ratio).",
     )
     parser.add_argument("--output_dir", type=Optional[str], default=None, help="Folder for <stem>_<ratio>.mp4.")
+    parser.add_argument(
+        "--overwrite", type=bool, default=False,
+        help="Redo videos that an earlier run finished with the same source and settings (default: skip them).",
+    )
+    parser.add_argument("--num_jobs", type=int, default=1, help="Array jobs sharing the inputs (e.g. SLURM_ARRAY_TASK_COUNT).")
+    parser.add_argument("--job_index", type=int, default=0, help="This array job's index in [0, num_jobs).")
     parser.add_lightning_class_args(OutpaintingWriter, "writer")
+    parser.link_arguments("overwrite", "writer.overwrite")
+    parser.link_arguments("num_jobs", "data.init_args.num_jobs")
+    parser.link_arguments("job_index", "data.init_args.job_index")
     parser.link_arguments("input", "data.init_args.inputs")
     parser.link_arguments("target_ratio", "data.init_args.target_ratio")
     parser.link_arguments("padding", "data.init_args.padding")
@@ -64,6 +73,9 @@ def check_predict_arguments(config) -> str | None:
     """
     if not config.get("input"):
         return "no input video given: --input PATHS (videos, globs, folders or list files)"
+    num_jobs, job_index = config.get("num_jobs", 1), config.get("job_index", 0)
+    if num_jobs < 1 or not 0 <= job_index < num_jobs:
+        return f"--job_index must be in [0, --num_jobs), got {job_index} of {num_jobs}"
     # the datamodule resolves the inputs again and warns then (e.g. about duplicate stems):
     # warning here too would print every warning twice
     resolver_log = logging.getLogger(resolve_jobs.__module__)

@@ -1,9 +1,12 @@
 """The videos of a predict run: inputs (paths, globs, folders, list files) -> one job per video.
 
-Each batch item is a :class:`VideoJob` (path, output stem, targets); decoding happens
-in the predictor, one video at a time, so the loader holds no frames. With several
-GPUs Lightning's unrepeated distributed sampler gives each rank its share of the
-videos (no video twice).
+Each batch item is a :class:`VideoJob` (path, output stem, targets), or, in a predict
+run with the :class:`~lightning_m3ddm.predict.writer.OutpaintingWriter`, a job a loader
+worker has already probed and painted (:mod:`.preparation`): the loader holds no
+frames, only paths. With several processes (GPUs, nodes) each takes the next video no
+one has claimed, longest first (``assignment: balanced``), or a fixed share of the list
+(``static``, as Lightning's distributed sampler); ``num_jobs``/``job_index`` split the
+list between SLURM array tasks first (:mod:`.assignment`).
 
 Inputs:
 * a video path (a missing one still becomes a job, which fails with a clear message);
@@ -24,12 +27,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
 from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
+from lightning_m3ddm.predict.assignment import array_share
 from lightning_m3ddm.predict.errors import PredictConfigError
 
 log = logging.getLogger(__name__)
@@ -166,6 +171,14 @@ class VideoPredictDataModule(L.LightningDataModule):
         target_ratio: e.g. "9:16" or "9:16,1:1".
         padding: explicit border "LEFT,RIGHT,TOP,BOTTOM" in source pixels.
         batch_size: videos per predict step (each is outpainted on its own).
+        num_workers: loader processes that decode and paint the next videos while the model
+            samples (0: painted in the sampling process, nothing ahead).
+        prefetch_factor: videos each worker prepares ahead; at most ``num_workers x
+            prefetch_factor`` prepared videos wait (on disk, in the work folder).
+        assignment: ``balanced`` (claim the next free video, longest first) or ``static``
+            (every ``world_size``-th video, in input order).
+        num_jobs, job_index: this SLURM array task's share of the inputs (every
+            ``num_jobs``-th video, from ``job_index``).
     """
 
     def __init__(
@@ -174,12 +187,28 @@ class VideoPredictDataModule(L.LightningDataModule):
         target_ratio: str | None = None,
         padding: str | None = None,
         batch_size: int = 1,
+        num_workers: int = 2,
+        prefetch_factor: int = 1,
+        assignment: Literal["balanced", "static"] = "balanced",
+        num_jobs: int = 1,
+        job_index: int = 0,
     ):
         super().__init__()
         self.inputs = inputs
         self.target_ratio = target_ratio
         self.padding = padding
         self.batch_size = batch_size
+        if num_workers < 0 or prefetch_factor < 1:
+            raise PredictConfigError(f"num_workers must be >= 0 and prefetch_factor >= 1, got {num_workers}, {prefetch_factor}")
+        if assignment not in ("balanced", "static"):
+            raise PredictConfigError(f"assignment must be 'balanced' or 'static', got {assignment!r}")
+        if num_jobs < 1 or not 0 <= job_index < num_jobs:
+            raise PredictConfigError(f"--job_index must be in [0, --num_jobs), got {job_index} of {num_jobs}")
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.assignment = assignment
+        self.num_jobs = num_jobs
+        self.job_index = job_index
         if target_ratio or padding:
             parse_targets(target_ratio, padding)  # a bad ratio fails now, before any model work
         self.jobs: list[VideoJob] | None = None
@@ -195,5 +224,13 @@ class VideoPredictDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.jobs is None:
             self.setup("predict")
-        # a list is a map-style dataset; batches stay lists of jobs (paths, not tensors)
-        return DataLoader(self.jobs, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+        from lightning_m3ddm.predict.batch_job import job_stream_loader  # imports the model side
+
+        jobs = array_share(self.jobs, self.num_jobs, self.job_index)
+        trainer = self.trainer
+        batch_job = next((cb.batch_job for cb in getattr(trainer, "callbacks", []) if getattr(cb, "batch_job", None)), None)
+        if batch_job is None:
+            # no writer to claim and record (a plain Trainer.predict): a map-style list of jobs
+            return DataLoader(jobs, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+        return job_stream_loader(jobs, batch_job, trainer.lightning_module, self.batch_size, self.num_workers,
+                                 self.prefetch_factor, self.assignment)

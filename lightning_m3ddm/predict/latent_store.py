@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_m3ddm.predict.leftovers import owner_tag
+
 
 class LatentStore:
     """``num_frames`` records of shape ``shape`` (e.g. (C, h, w)) in one file.
@@ -95,7 +97,8 @@ class VideoLatents:
 
     def __init__(self, num_frames: int, shape: Sequence[int], work_dir: str | os.PathLike | None = None,
                  with_start: bool = True):
-        self.folder = Path(tempfile.mkdtemp(prefix="m3ddm-predict-", dir=work_dir))
+        # the owner's pid in the name: a later run removes the folder if this process is killed
+        self.folder = Path(tempfile.mkdtemp(prefix=f"m3ddm-predict-{owner_tag()}-", dir=work_dir))
         try:
             self.context = LatentStore(self.folder / "context.f32", num_frames, shape)
             self.start = LatentStore(self.folder / "start.f32", num_frames, shape) if with_start else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +42,8 @@ from lightning_m3ddm.geometry import CANVAS_SIZE, CanvasLayout, CropMode, Target
 from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uint8
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
-from lightning_m3ddm.predict.video_stream import SourceInfo, iter_source_frames
+from lightning_m3ddm.predict.preparation import PaintedFrame, paint_frames
+from lightning_m3ddm.predict.video_stream import SourceInfo
 from lightning_m3ddm.sampling import (
     START_MODES,
     Guidance,
@@ -293,8 +294,12 @@ class OutpaintingPipeline:
     # -- the whole video ------------------------------------------------------------------
 
     @torch.no_grad()
-    def outpaint(self, info: SourceInfo, targets: Sequence[Target]) -> OutpaintedVideo:
+    def outpaint(
+        self, info: SourceInfo, targets: Sequence[Target], painted: Iterable[PaintedFrame] | None = None
+    ) -> OutpaintedVideo:
         """Prepare, plan and generate every frame of ``info`` for ``targets``.
+
+        ``painted``: the canvases prepared ahead by a loader worker (None: painted here).
 
         Returns an :class:`OutpaintedVideo` (latents on disk); close it when written.
 
@@ -308,7 +313,7 @@ class OutpaintingPipeline:
         except ValueError as err:  # e.g. a ratio so extreme that no latent cell of the source is left
             raise VideoInputError(info.path, str(err), "bad_target") from None
         plan = self.schedule.plan(info.num_frames)
-        latents, conditioning = self.prepare(info, painter)
+        latents, conditioning = self.prepare(info, painter, painted)
         try:
             self.generate(info, plan, latents, painter, conditioning)
         except BaseException:
@@ -319,8 +324,14 @@ class OutpaintingPipeline:
     # -- pass 1: the source on the canvas, encoded to disk ---------------------------------
 
     @torch.no_grad()
-    def prepare(self, info: SourceInfo, painter: CanvasPainter) -> tuple[VideoLatents, VideoConditioning]:
-        """Stream the source once; store context (and start) latents; encode the global frames."""
+    def prepare(
+        self, info: SourceInfo, painter: CanvasPainter, painted: Iterable[PaintedFrame] | None = None
+    ) -> tuple[VideoLatents, VideoConditioning]:
+        """Stream the source once; store context (and start) latents; encode the global frames.
+
+        ``painted``: the frames already painted by a loader worker (:mod:`.preparation`);
+        None paints them here, from the source.
+        """
         w, h = painter.latent_size
         shape = (self.autoencoder.latent_channels, h, w)
         use_start = self.sampling.init == "inpaint"
@@ -328,19 +339,17 @@ class OutpaintingPipeline:
         try:
             generator = torch.Generator(self.device).manual_seed(window_seed(self.sampling.seed, ENCODE_STREAM))
             global_index = global_frame_indices(info.num_frames, self.global_frames.count)
-            wanted = set(global_index.tolist())
+            if painted is None:
+                painted = paint_frames(info, painter, use_start, global_index, self.global_frames.mode)
             global_canvases: dict[int, np.ndarray] = {}
             context, start, frames = [], [], []
-            for i, frame in enumerate(iter_source_frames(info)):
-                drawn = painter.drawn(frame)
-                masked = painter.masked(drawn)
-                context.append(masked)
+            for frame in painted:
+                context.append(frame.masked)
                 if use_start:
-                    start.append(painter.inpainted(drawn))
-                frames.append(i)
-                if i in wanted:
-                    keep = painter.whole_frame(frame) if self.global_frames.mode == "resize" else masked
-                    global_canvases[i] = keep
+                    start.append(frame.start)
+                frames.append(frame.index)
+                if frame.global_canvas is not None:
+                    global_canvases[frame.index] = frame.global_canvas
                 if len(frames) == self.encode_batch:
                     self._store(latents, frames, context, start, generator)
                     context, start, frames = [], [], []

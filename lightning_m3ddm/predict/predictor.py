@@ -37,6 +37,7 @@ from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpo
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError
+from lightning_m3ddm.predict.preparation import PreparedJob
 from lightning_m3ddm.predict.pipeline import (
     GlobalFramesConfig,
     OutpaintedVideo,
@@ -215,17 +216,24 @@ class M3DDMPredictor(L.LightningModule):
     def forward(self, *args, **kwargs):
         return self.unet(*args, **kwargs)
 
-    def outpaint_job(self, job: VideoJob) -> VideoPrediction:
-        """Probe and outpaint one video; every failure becomes ``error`` (never raises)."""
-        if job.error is not None:
-            return VideoPrediction(job, error=job.error)
+    def outpaint_job(self, item: VideoJob | PreparedJob) -> VideoPrediction:
+        """Probe and outpaint one video; every failure becomes ``error`` (never raises).
+
+        ``item``: a job, or a job a loader worker has probed and painted already.
+        """
+        prepared = item if isinstance(item, PreparedJob) else PreparedJob(item)
+        job = prepared.job
+        if job.error is not None or prepared.error is not None:
+            prepared.close()
+            return VideoPrediction(job, error=job.error or prepared.error)
         try:
-            info = probe_source(job.path)
+            info = prepared.info or probe_source(job.path)
             copy = tuple(t for t in job.targets if is_copy_through(info.width, info.height, t))
             for target in copy:
                 log.warning("%s: already has %s, copied through without outpainting", job.path, target.label)
             generate = tuple(t for t in job.targets if t not in copy)
-            video = self.pipeline.outpaint(info, generate) if generate else None
+            painted = prepared.canvases.frames() if prepared.canvases is not None else None
+            video = self.pipeline.outpaint(info, generate, painted) if generate else None
             return VideoPrediction(job, info, video, copy, generate)
         except PredictError as err:
             return VideoPrediction(job, error=str(err))
@@ -234,6 +242,10 @@ class M3DDMPredictor(L.LightningModule):
             if isinstance(err, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
             return VideoPrediction(job, error=f"{job.path}: {type(err).__name__}: {err}")
+        finally:
+            prepared.close()  # the painted canvases are in the latents now (or no longer needed)
 
-    def predict_step(self, batch: list[VideoJob], batch_idx: int, dataloader_idx: int = 0) -> list[VideoPrediction]:
+    def predict_step(
+        self, batch: list[VideoJob | PreparedJob], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[VideoPrediction]:
         return [self.outpaint_job(job) for job in batch]

@@ -1,0 +1,63 @@
+"""Which videos a process takes: array-job shares, static rank shares, longest-first order.
+
+Pure functions on job lists (no files, no model), used by the job stream of
+:mod:`.batch_job`:
+
+* ``--num_jobs n --job_index i`` (SLURM array jobs, as ``data_prep``): job ``i`` takes the
+  videos ``k`` with ``k % n == i`` of the resolved input list, so ``n`` array tasks
+  together do every video once whatever else they share;
+* ``static`` assignment: rank ``r`` of ``w`` takes every ``w``-th of those (Lightning's
+  distributed sampler does the same), and each loader worker every ``n``-th of the rank's;
+* ``balanced`` assignment: every rank and worker walks the whole list, longest video first,
+  and takes the next one no one has claimed (:mod:`.claims`): the long videos start first
+  and the short ones fill the gaps, so ranks finish together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
+
+import av
+
+Assignment = Literal["balanced", "static"]
+T = TypeVar("T")
+
+
+def array_share(items: Sequence[T], num_jobs: int, job_index: int) -> list[T]:
+    """The items of array job ``job_index`` of ``num_jobs`` (round robin over the list)."""
+    if num_jobs < 1 or not 0 <= job_index < num_jobs:
+        raise ValueError(f"--job_index must be in [0, --num_jobs), got {job_index} of {num_jobs}")
+    return [item for k, item in enumerate(items) if k % num_jobs == job_index]
+
+
+def static_share(items: Sequence[T], rank: int, world_size: int, worker: int = 0, num_workers: int = 1) -> list[T]:
+    """Rank ``rank``'s items, then loader worker ``worker``'s part of them."""
+    return list(items[rank::world_size][worker::num_workers])
+
+
+def longest_first(items: Sequence[T], length: Callable[[T], float]) -> list[T]:
+    """``items`` by decreasing ``length``; ties keep the input order."""
+    return sorted(items, key=lambda item: -length(item))
+
+
+def header_frame_count(path: str | os.PathLike) -> float:
+    """Frame count as the container header states it (no decoding; 0 when unknown or unreadable).
+
+    Cheap enough to order a catalogue (one header read per file); exact counts come from
+    the probe when the video is prepared.
+    """
+    try:
+        with av.open(os.fspath(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return float(stream.frames)
+            rate = stream.average_rate or stream.guessed_rate
+            if stream.duration is not None and stream.time_base is not None and rate:
+                return float(stream.duration * stream.time_base * rate)
+            if container.duration is not None and rate:
+                return float(container.duration / av.time_base * rate)
+    except (av.error.FFmpegError, IndexError, OSError, ValueError):
+        pass
+    return 0.0
