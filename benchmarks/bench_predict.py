@@ -173,6 +173,8 @@ def _cli_args(run: RunSpec, video: Path, out_dir: Path) -> list[str]:
         "--model.init_args.schedule.dense_threshold", str(run.dense_threshold),
         "--model.init_args.schedule.strides", json.dumps(list(STRIDES)),
         "--model.init_args.sampling.num_inference_steps", str(run.steps),
+        # one video, timed stage by stage in one thread: no loader workers, no background writes
+        "--data.init_args.num_workers", "0", "--writer.background", "false",
     ]
     if run.model == "full":
         args += ["--model.init_args.unet", json.dumps(FULL_UNET), "--model.init_args.canvas_size", "256"]

@@ -78,9 +78,11 @@ class BatchJob:
         self.book = ClaimBook(output_dir, self.owner, lease_timeout_s)
         self.report = RunReport(output_dir, run_id, rank)
         self.started: dict[str, float] = {}
+        self._t0 = time.monotonic()
 
     def start(self) -> None:
         """Take the lease and remove what dead runs left behind."""
+        self._t0 = time.monotonic()
         self.book.start()
         remove_leftovers(self.output_dir, self.work_dir, self.book)
 
@@ -120,7 +122,7 @@ class BatchJob:
     def end(self, stopped_by: str | None = None) -> None:
         """Release claims and lease; the last report line of this process."""
         self.book.stop()
-        self.report.append("end", stopped_by=stopped_by)
+        self.report.append("end", stopped_by=stopped_by, elapsed_s=round(time.monotonic() - self._t0, 3))
 
     def remove_own_work_folders(self) -> list[Path]:
         """Prepared canvases and latents of this process (after its loader workers stopped)."""
