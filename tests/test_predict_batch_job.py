@@ -173,7 +173,7 @@ def _leftovers(out: Path, work: Path) -> list[str]:
 
 @pytest.mark.timeout(240)
 def test_two_processes_write_every_video_once(tmp_path):
-    videos = _videos(tmp_path / "in", (12, 50, 20, 80, 16, 30))
+    videos = _videos(tmp_path / "in", (12, 40, 20, 50, 16, 24))
     out, work = tmp_path / "out", tmp_path / "work"
     done = subprocess.run(
         _command(videos, out, "--trainer.devices", "2", "--trainer.strategy", "ddp",
@@ -190,7 +190,7 @@ def test_two_processes_write_every_video_once(tmp_path):
     assert {line["status"] for line in videos_reported} == {"done"}
     assert {line["rank"] for line in lines if line["event"] == "end"} == {0, 1}
     (summary,) = [line for line in lines if line["event"] == "summary"]
-    assert summary["done"] == 6 and summary["frames_done"] == 12 + 50 + 20 + 80 + 16 + 30
+    assert summary["done"] == 6 and summary["frames_done"] == 12 + 40 + 20 + 50 + 16 + 24
     assert _leftovers(out, work) == []
 
 
@@ -204,7 +204,7 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float) -> None:
 
 @pytest.mark.timeout(240)
 def test_sigterm_stops_within_seconds_and_a_rerun_finishes_the_rest(tmp_path):
-    videos = _videos(tmp_path / "in", (24, 60, 40, 30, 50))
+    videos = _videos(tmp_path / "in", (16, 40, 24, 30))
     out, work = tmp_path / "out", tmp_path / "work"
     command = _command(videos, out, "--data.init_args.num_workers", "1")
     run = subprocess.Popen(command, env=_env(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -231,7 +231,7 @@ def test_sigterm_stops_within_seconds_and_a_rerun_finishes_the_rest(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path):
-    videos = _videos(tmp_path / "in", (90, 12))
+    videos = _videos(tmp_path / "in", (60, 12))
     out, work = tmp_path / "out", tmp_path / "work"
     command = _command(videos, out, "--data.init_args.num_workers", "1")
     run = subprocess.Popen(command, env=_env(work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,6 +113,9 @@ class OutpaintingWriter(BasePredictionWriter):
         self.folder = check_output_dir(self.output_dir)
         if stage != "predict":
             return
+        # our loader is iterable (claims decide what comes next), so Lightning has no sampler indices to
+        # pass to write_on_batch_end; the writer does not use them
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
         run_id = trainer.strategy.broadcast(new_run_id(), src=0)
         writer_settings = dict(mode=self.mode, seam=self.seam, crf=self.crf, preset=self.preset)
         self.batch_job = BatchJob(
