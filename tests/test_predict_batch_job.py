@@ -139,6 +139,35 @@ def test_a_stop_signal_raises_but_waits_for_a_critical_step():
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
+def test_canvases_prepared_ahead_equal_the_inline_painting(tmp_path):
+    import numpy as np
+
+    from lightning_m3ddm.geometry import parse_ratios
+    from lightning_m3ddm.predict.datamodule import VideoJob
+    from lightning_m3ddm.predict.pipeline import global_frame_indices
+    from lightning_m3ddm.predict.preparation import CanvasRecipe, paint_frames, prepare_job
+    from lightning_m3ddm.predict.video_stream import probe_source
+
+    video = write_sample_video(tmp_path / "clip.mp4", 9, 64, 48)
+    recipe = CanvasRecipe((64, 64), "padded", 8, 5, use_start=True, global_count=4, global_mode="resize")
+    job = VideoJob(str(video), "clip", parse_ratios("9:16"))
+    prepared = prepare_job(job, recipe, tmp_path, os.getpid())
+    assert prepared.error is None and prepared.canvases.folder.name.startswith(f"m3ddm-prepared-{owner_tag()}-")
+    info = probe_source(video)
+    inline = list(paint_frames(info, recipe.painter(info, job.targets), True, global_frame_indices(9, 4), "resize"))
+    ahead = list(prepared.canvases.frames())
+    assert [f.index for f in ahead] == list(range(9)) and sorted(prepared.canvases.global_canvases) == [0, 2, 5, 8]
+    for a, b in zip(ahead, inline, strict=True):
+        assert np.array_equal(a.masked, b.masked) and np.array_equal(a.start, b.start)
+        assert (a.global_canvas is None) == (b.global_canvas is None)
+        if a.global_canvas is not None:
+            assert np.array_equal(a.global_canvas, b.global_canvas)
+    prepared.close()
+    assert not prepared.job.error and list(tmp_path.glob("m3ddm-prepared-*")) == []
+    missing = prepare_job(VideoJob(str(tmp_path / "nope.mp4"), "nope", job.targets), recipe, tmp_path, os.getpid())
+    assert "no such file" in missing.error and missing.canvases is None
+
+
 # -- end to end --------------------------------------------------------------------------------
 
 

@@ -10,6 +10,18 @@ Modules, in the order a video goes through them:
 * :mod:`.composite` -- native-resolution (or canvas) output frames per target;
 * :mod:`.predictor` -- :class:`M3DDMPredictor`, the LightningModule;
 * :mod:`.writer` -- :class:`OutpaintingWriter`, the prediction-writer callback.
+
+A run over a catalogue (many videos, processes, nodes, preemptions):
+
+* :mod:`.batch_job` -- one process's part: the videos it takes, its records and report lines;
+* :mod:`.assignment` -- array-job and rank shares, longest-first order;
+* :mod:`.claims` -- leases and atomic claim files: who does which video;
+* :mod:`.preparation` -- decoding and painting ahead in loader workers;
+* :mod:`.encode_queue` -- writing finished videos on a background thread;
+* :mod:`.resume` -- records of finished videos, skipped by later runs;
+* :mod:`.report` -- ``predict_report.jsonl``;
+* :mod:`.preemption` -- stop signals;
+* :mod:`.leftovers` -- what killed runs left behind, removed at start.
 """
 
 from lightning_m3ddm.predict.datamodule import VideoJob, VideoPredictDataModule, resolve_jobs

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_m3ddm.geometry import output_filename, target_padding
 from lightning_m3ddm.predict import resume
-from lightning_m3ddm.predict.assignment import Assignment, header_frame_count, longest_first, static_share
+from lightning_m3ddm.predict.assignment import Assignment, length_estimates, longest_first, static_share
 from lightning_m3ddm.predict.claims import LEASE_TIMEOUT_S, ClaimBook, Owner
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.leftovers import owner_tag, remove_leftovers
@@ -194,7 +194,8 @@ def job_stream_loader(jobs: Sequence[VideoJob], batch_job: BatchJob, model, batc
                       assignment: Assignment = "balanced") -> DataLoader:
     """The predict loader of a run with a writer: claimed (or shared) videos, prepared ahead by workers."""
     if assignment == "balanced":
-        jobs = longest_first(jobs, lambda job: 0.0 if job.error else header_frame_count(job.path))
+        lengths = dict(zip((job.stem for job in jobs), length_estimates([job.path for job in jobs])))
+        jobs = longest_first(jobs, lambda job: lengths[job.stem])
     pipeline = getattr(model, "pipeline", None)
     recipe = CanvasRecipe.of(pipeline) if pipeline is not None and num_workers > 0 else None
     extra = {}
