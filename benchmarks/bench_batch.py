@@ -7,10 +7,11 @@ each configuration in a fresh output folder:
 * processes: 1, or 2 (Lightning DDP on CPU, ``--trainer.devices 2``);
 * assignment: ``static`` (every 2nd video of the input list per rank, as Lightning's
   distributed sampler) or ``balanced`` (claims, longest first);
-* overlap: ``off`` (no loader workers, writes in the sampling thread: predict as it was) or
-  ``on`` (2 loader workers decode and paint ahead, writes on a background thread).
+* loader workers: 0 (writes in the sampling thread too: predict as it was), or 1 or 2 (they
+  decode and paint the next videos ahead; writes go to a background thread).
 
 Reported: wall seconds of the whole command (start-up included) and videos per hour from it;
+CPU seconds of all its processes (the work, whatever the machine's load);
 each rank's busy time (from its start to its last report line) and the spread between the
 ranks (how long one rank idles while the other finishes). The tiny model samples in
 milliseconds, so this measures the scheduling and the CPU side (decode, canvas, Telea,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,22 +48,27 @@ QUICK_LENGTHS = (20, 30)
 class Config:
     processes: int
     assignment: str  # "static" or "balanced"
-    overlap: bool  # 2 loader workers + background writes, or neither
+    workers: int  # loader workers per process; > 0 also writes on a background thread
+
+    @property
+    def overlap(self) -> bool:
+        return self.workers > 0
 
     @property
     def label(self) -> str:
-        return f"{self.processes}p-{self.assignment}-{'overlap' if self.overlap else 'serial'}"
+        return f"{self.processes}p-{self.assignment}-{self.workers}w"
 
 
 CONFIGS = (
-    Config(1, "static", False),
-    Config(1, "static", True),
-    Config(2, "static", False),
-    Config(2, "static", True),
-    Config(2, "balanced", False),
-    Config(2, "balanced", True),
+    Config(1, "static", 0),
+    Config(1, "static", 2),
+    Config(2, "static", 0),
+    Config(2, "static", 2),
+    Config(2, "balanced", 0),
+    Config(2, "balanced", 1),
+    Config(2, "balanced", 2),
 )
-QUICK_CONFIGS = (Config(1, "balanced", True),)
+QUICK_CONFIGS = (Config(1, "balanced", 2),)
 
 
 def make_videos(folder: Path, lengths) -> list[Path]:
@@ -85,7 +92,7 @@ def command(config: Config, videos: list[Path], out: Path, steps: int) -> list[s
         "--input", *map(str, videos), "--target_ratio", "9:16", "--output_dir", str(out),
         "--model.init_args.sampling.num_inference_steps", str(steps),
         "--data.init_args.assignment", config.assignment,
-        "--data.init_args.num_workers", "2" if config.overlap else "0",
+        "--data.init_args.num_workers", str(config.workers),
         "--writer.background", "true" if config.overlap else "false",
     ]
     if config.processes > 1:
@@ -98,9 +105,12 @@ def measure(config: Config, videos: list[Path], workdir: Path, steps: int) -> di
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     load_before = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command(config, videos, out, steps), cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the run, workers included
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(f"{config.label} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     lines = [json.loads(raw) for raw in (out / "predict_report.jsonl").read_text().splitlines()]
@@ -109,7 +119,7 @@ def measure(config: Config, videos: list[Path], workdir: Path, steps: int) -> di
     outputs = len(list(out.glob("*.mp4")))
     shutil.rmtree(out, ignore_errors=True)
     return dict(
-        config=asdict(config), label=config.label, wall_s=round(wall, 1),
+        config=asdict(config), label=config.label, wall_s=round(wall, 1), cpu_s=round(cpu, 1),
         videos_per_hour=round(len(videos) / wall * 3600, 1),
         videos_done=statuses.count("done"), outputs=outputs,
         rank_busy_s=[round(busy[r], 1) for r in sorted(busy)],
@@ -119,14 +129,14 @@ def measure(config: Config, videos: list[Path], workdir: Path, steps: int) -> di
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| processes | assignment | overlap (2 workers + background writes) | wall s | videos / hour | "
+    print("| processes | assignment | loader workers (+ background writes) | wall s | videos / hour | CPU s | "
           "rank busy s | rank spread s | load (1 min) before → after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c = r["config"]
-        print(f"| {c['processes']} | {c['assignment']} | {'on' if c['overlap'] else 'off'} | {r['wall_s']} | "
-              f"{r['videos_per_hour']} | {', '.join(map(str, r['rank_busy_s']))} | {r['rank_spread_s']} | "
-              f"{r['load_1min'][0]} → {r['load_1min'][1]} |")
+        print(f"| {c['processes']} | {c['assignment']} | {c['workers']} | {r['wall_s']} | "
+              f"{r['videos_per_hour']} | {r['cpu_s']} | {', '.join(map(str, r['rank_busy_s']))} | "
+              f"{r['rank_spread_s']} | {r['load_1min'][0]} → {r['load_1min'][1]} |")
 
 
 def main(argv: list[str] | None = None) -> dict:

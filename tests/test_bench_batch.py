@@ -20,7 +20,8 @@ def test_quick_run_reports_videos_per_hour(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     (row,) = report["rows"]
-    assert row["config"] == {"processes": 1, "assignment": "balanced", "overlap": True}
+    assert row["config"] == {"processes": 1, "assignment": "balanced", "workers": 2}
+    assert row["cpu_s"] > row["rank_busy_s"][0] * 0.2
     assert row["videos_done"] == row["outputs"] == report["videos"] == 2  # every video written, none skipped
     assert 0 < row["rank_busy_s"][0] < row["wall_s"]
     assert row["videos_per_hour"] == pytest.approx(2 / row["wall_s"] * 3600, rel=0.01)
