@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_m3ddm.predict.assignment import array_share, longest_first, static_share
+from lightning_m3ddm.predict.assignment import array_share, claim_order, longest_first, static_share
 from lightning_m3ddm.predict.claims import ClaimBook, Owner, is_stale
 from lightning_m3ddm.predict.leftovers import owner_tag, partial_owner, remove_leftovers, work_folder_owner
 from lightning_m3ddm.predict.preemption import Preempted, PreemptionGuard, critical
@@ -40,6 +40,15 @@ def test_array_and_static_shares_cover_every_item_once():
         array_share(items, 2, 2)
     lengths = {"a": 20, "b": 600, "c": 20, "d": 90}
     assert longest_first(list(lengths), lengths.get) == ["b", "d", "a", "c"]  # ties keep input order
+
+
+def test_the_longest_videos_are_dealt_round_robin_before_the_race():
+    longest = [600, 400, 250, 150, 100, 80, 60]
+    # two ranks holding 3 videos each: ranks start from different long videos, then walk the list
+    assert claim_order(longest, 0, 2, 3) == [600, 250, 100, 400, 150, 80, 60]
+    assert claim_order(longest, 1, 2, 3) == [400, 150, 80, 600, 250, 100, 60]
+    assert claim_order(longest, 0, 1, 3) == longest  # one rank: plain longest first
+    assert sorted(claim_order(longest[:3], 1, 2, 3)) == sorted(longest[:3])
 
 
 def test_staleness_rules():

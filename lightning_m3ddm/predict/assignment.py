@@ -10,7 +10,9 @@ Pure functions on job lists (no files, no model), used by the job stream of
   distributed sampler does the same), and each loader worker every ``n``-th of the rank's;
 * ``balanced`` assignment: every rank and worker walks the whole list, longest video first,
   and takes the next one no one has claimed (:mod:`.claims`): the long videos start first
-  and the short ones fill the gaps, so ranks finish together. Lengths come from the
+  and the short ones fill the gaps, so ranks finish together (the longest few are dealt
+  round robin first, :func:`claim_order`, since a rank takes several at once when it
+  prepares ahead). Lengths come from the
   container headers (about 2 ms a file), or from file sizes for lists of more than
   ``HEADER_PROBE_LIMIT`` videos.
 """
@@ -37,6 +39,21 @@ def array_share(items: Sequence[T], num_jobs: int, job_index: int) -> list[T]:
 def static_share(items: Sequence[T], rank: int, world_size: int, worker: int = 0, num_workers: int = 1) -> list[T]:
     """Rank ``rank``'s items, then loader worker ``worker``'s part of them."""
     return list(items[rank::world_size][worker::num_workers])
+
+
+def claim_order(items: Sequence[T], rank: int, world_size: int, depth: int = 1) -> list[T]:
+    """The order in which rank ``rank`` tries to claim ``items`` (longest first already).
+
+    Each rank holds up to ``depth`` videos at once (the one sampling and those prepared
+    ahead), so left to race at the start one rank could take two of the longest. The
+    first ``world_size x depth`` items are therefore dealt round robin: a rank tries its
+    own of them first, then the whole list in order (another rank's that is still
+    unclaimed, say from a rank that is late or gone, included).
+    """
+    deal = world_size * max(1, depth)
+    own = list(range(rank, min(deal, len(items)), world_size))
+    taken = set(own)
+    return [items[k] for k in own] + [item for k, item in enumerate(items) if k not in taken]
 
 
 def longest_first(items: Sequence[T], length: Callable[[T], float]) -> list[T]:

@@ -30,7 +30,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_m3ddm.geometry import output_filename, target_padding
 from lightning_m3ddm.predict import resume
-from lightning_m3ddm.predict.assignment import Assignment, length_estimates, longest_first, static_share
+from lightning_m3ddm.predict.assignment import (
+    Assignment,
+    claim_order,
+    length_estimates,
+    longest_first,
+    static_share,
+)
 from lightning_m3ddm.predict.claims import LEASE_TIMEOUT_S, ClaimBook, Owner
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.leftovers import owner_tag, remove_leftovers
@@ -163,7 +169,7 @@ class JobStream(IterableDataset):
     """
 
     def __init__(self, jobs: Sequence[VideoJob], batch_job: BatchJob, assignment: Assignment = "balanced",
-                 recipe: CanvasRecipe | None = None):
+                 recipe: CanvasRecipe | None = None, depth: int = 1):
         super().__init__()
         if assignment not in ("balanced", "static"):
             raise ValueError(f"assignment must be 'balanced' or 'static', got {assignment!r}")
@@ -171,6 +177,7 @@ class JobStream(IterableDataset):
         self.batch_job = batch_job
         self.assignment = assignment
         self.recipe = recipe
+        self.depth = depth
 
     def __iter__(self):
         worker = get_worker_info()
@@ -179,7 +186,7 @@ class JobStream(IterableDataset):
         if self.assignment == "static":
             mine = static_share(self.jobs, job.rank, job.world_size, wid, workers)
         else:
-            mine = self.jobs
+            mine = claim_order(self.jobs, job.rank, job.world_size, self.depth)
         for video in mine:
             if not job.take(video, claim=self.assignment == "balanced"):
                 continue
@@ -205,7 +212,8 @@ def job_stream_loader(jobs: Sequence[VideoJob], batch_job: BatchJob, model, batc
         # its first OpenCV call); one thread here leaves none behind, and the painting runs in the workers
         cv2.setNumThreads(1)
     # in_order=False: a worker done with a short video hands it over while another still paints a long one
-    return DataLoader(JobStream(jobs, batch_job, assignment, recipe), batch_size=batch_size,
+    depth = 1 + num_workers * prefetch_factor  # videos a rank holds at once: sampling + prepared ahead
+    return DataLoader(JobStream(jobs, batch_job, assignment, recipe, depth), batch_size=batch_size,
                       num_workers=num_workers, collate_fn=list, in_order=False, **extra)
 
 
