@@ -177,6 +177,18 @@ def test_canvases_prepared_ahead_equal_the_inline_painting(tmp_path):
     assert "no such file" in missing.error and missing.canvases is None
 
 
+def test_a_bad_array_job_index_stops_before_any_work(tmp_path, capsys, monkeypatch):
+    from lightning_m3ddm.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lightning_m3ddm"])
+    video = write_sample_video(tmp_path / "clip.mp4", 2)
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "--config", CONFIG, "--input", str(video), "--target_ratio", "9:16",
+              "--output_dir", str(tmp_path / "out"), "--num_jobs", "4", "--job_index", "4"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --job_index must be in [0, --num_jobs), got 4 of 4"
+
+
 # -- end to end --------------------------------------------------------------------------------
 
 
