@@ -11,7 +11,8 @@ each configuration in a fresh output folder:
   decode and paint the next videos ahead; writes go to a background thread).
 
 Reported: wall seconds of the whole command (start-up included) and videos per hour from it;
-CPU seconds of all its processes (the work, whatever the machine's load);
+CPU seconds of the launched process and the processes it waited for (its loader workers; a
+second rank is launched by Lightning and not waited for, so with 2 processes this is rank 0's);
 each rank's busy time (from its start to its last report line) and the spread between the
 ranks (how long one rank idles while the other finishes). The tiny model samples in
 milliseconds, so this measures the scheduling and the CPU side (decode, canvas, Telea,
@@ -109,7 +110,7 @@ def measure(config: Config, videos: list[Path], workdir: Path, steps: int) -> di
     started = time.perf_counter()
     done = subprocess.run(command(config, videos, out, steps), cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the run, workers included
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # rank 0 and its loader workers
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(f"{config.label} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
@@ -129,7 +130,7 @@ def measure(config: Config, videos: list[Path], workdir: Path, steps: int) -> di
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| processes | assignment | loader workers (+ background writes) | wall s | videos / hour | CPU s | "
+    print("| processes | assignment | loader workers (+ background writes) | wall s | videos / hour | CPU s (rank 0) | "
           "rank busy s | rank spread s | load (1 min) before → after |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

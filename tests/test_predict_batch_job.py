@@ -177,6 +177,28 @@ def test_canvases_prepared_ahead_equal_the_inline_painting(tmp_path):
     assert "no such file" in missing.error and missing.canvases is None
 
 
+def test_a_video_prepared_ahead_outpaints_as_one_painted_inline(tmp_path):
+    import numpy as np
+
+    from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
+    from lightning_m3ddm.geometry import parse_ratios
+    from lightning_m3ddm.lit_module import UNetInit
+    from lightning_m3ddm.predict import M3DDMPredictor, SamplingConfig, VideoJob
+    from lightning_m3ddm.predict.preparation import CanvasRecipe, prepare_job
+
+    unet = dict(block_out_channels=[32] * 4, layers_per_block=1, norm_num_groups=8, attention_head_dim=4,
+                cross_attention_dim=32, temporal_position_embed_dim=32)
+    model = M3DDMPredictor(weights=UNetInit(source="config"), unet=unet, autoencoder=PixelUnshuffleAutoencoder(8),
+                           sampling=SamplingConfig(num_inference_steps=1), canvas_size=64, progress=False)
+    job = VideoJob(str(write_sample_video(tmp_path / "clip.mp4", 6, 64, 48)), "clip", parse_ratios("9:16"))
+    inline = model.outpaint_job(job)
+    ahead = model.outpaint_job(prepare_job(job, CanvasRecipe.of(model.pipeline), tmp_path, os.getpid()))
+    assert inline.ok and ahead.ok and not list(tmp_path.glob("m3ddm-prepared-*"))  # used, then removed
+    frames = list(range(6))
+    assert np.array_equal(inline.video.latents.generated.read(frames), ahead.video.latents.generated.read(frames))
+    inline.close(), ahead.close()
+
+
 def test_a_bad_array_job_index_stops_before_any_work(tmp_path, capsys, monkeypatch):
     from lightning_m3ddm.cli import main
 
