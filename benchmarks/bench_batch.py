@@ -146,8 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=1, help="denoising steps (1: the CPU side dominates)")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "m3ddm_bench_batch")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these configurations (e.g. 2p-balanced-1w)")
     args = parser.parse_args(argv)
     lengths, configs = (QUICK_LENGTHS, QUICK_CONFIGS) if args.quick else (LENGTHS, CONFIGS)
+    if args.only:
+        configs = tuple(c for c in CONFIGS if c.label in args.only)
+        if not configs:
+            parser.error(f"--only: none of {args.only} is one of {[c.label for c in CONFIGS]}")
     videos = make_videos(args.workdir / "videos", lengths)
     commit = _git_commit()
     rows = []

@@ -212,7 +212,9 @@ def job_stream_loader(jobs: Sequence[VideoJob], batch_job: BatchJob, model, batc
         # its first OpenCV call); one thread here leaves none behind, and the painting runs in the workers
         cv2.setNumThreads(1)
     # in_order=False: a worker done with a short video hands it over while another still paints a long one
-    depth = 1 + num_workers * prefetch_factor  # videos a rank holds at once: sampling + prepared ahead
+    # videos a rank holds at once: the one sampling, the batch Lightning's loop fetches ahead (to know
+    # the last batch), and those the workers prepare ahead
+    depth = batch_size * (2 + num_workers * prefetch_factor)
     return DataLoader(JobStream(jobs, batch_job, assignment, recipe, depth), batch_size=batch_size,
                       num_workers=num_workers, collate_fn=list, in_order=False, **extra)
 
