@@ -42,13 +42,14 @@ def test_array_and_static_shares_cover_every_item_once():
     assert longest_first(list(lengths), lengths.get) == ["b", "d", "a", "c"]  # ties keep input order
 
 
-def test_the_longest_videos_are_dealt_round_robin_before_the_race():
-    longest = [600, 400, 250, 150, 100, 80, 60]
-    # two ranks holding 3 videos each: ranks start from different long videos, then walk the list
-    assert claim_order(longest, 0, 2, 3) == [600, 250, 100, 400, 150, 80, 60]
-    assert claim_order(longest, 1, 2, 3) == [400, 150, 80, 600, 250, 100, 60]
-    assert claim_order(longest, 0, 1, 3) == longest  # one rank: plain longest first
-    assert sorted(claim_order(longest[:3], 1, 2, 3)) == sorted(longest[:3])
+def test_the_longest_videos_are_dealt_before_the_race():
+    longest = [600, 400, 250, 150, 100, 80, 60, 45, 40]
+    # two ranks holding 4 videos each: the first 8 go to the rank with the fewest frames so far
+    # (600 | 400, 250 | 150 | 100 | 80 | 60 | 45): 875 and 810 frames, then both walk the list
+    assert claim_order(longest, longest, 0, 2, 4) == [600, 150, 80, 45, 400, 250, 100, 60, 40]
+    assert claim_order(longest, longest, 1, 2, 4) == [400, 250, 100, 60, 600, 150, 80, 45, 40]
+    assert claim_order(longest, longest, 0, 1, 4) == longest  # one rank: plain longest first
+    assert sorted(claim_order(longest[:3], longest[:3], 1, 2, 4)) == sorted(longest[:3])
 
 
 def test_staleness_rules():

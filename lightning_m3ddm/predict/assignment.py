@@ -11,7 +11,7 @@ Pure functions on job lists (no files, no model), used by the job stream of
 * ``balanced`` assignment: every rank and worker walks the whole list, longest video first,
   and takes the next one no one has claimed (:mod:`.claims`): the long videos start first
   and the short ones fill the gaps, so ranks finish together (the longest few are dealt
-  round robin first, :func:`claim_order`, since a rank takes several at once when it
+  greedily first, :func:`claim_order`, since a rank takes several at once when it
   prepares ahead). Lengths come from the
   container headers (about 2 ms a file), or from file sizes for lists of more than
   ``HEADER_PROBE_LIMIT`` videos.
@@ -41,17 +41,25 @@ def static_share(items: Sequence[T], rank: int, world_size: int, worker: int = 0
     return list(items[rank::world_size][worker::num_workers])
 
 
-def claim_order(items: Sequence[T], rank: int, world_size: int, depth: int = 1) -> list[T]:
-    """The order in which rank ``rank`` tries to claim ``items`` (longest first already).
+def claim_order(items: Sequence[T], lengths: Sequence[float], rank: int, world_size: int, depth: int = 1) -> list[T]:
+    """The order in which rank ``rank`` tries to claim ``items`` (sorted longest first, with their ``lengths``).
 
-    Each rank holds up to ``depth`` videos at once (the one sampling and those prepared
-    ahead), so left to race at the start one rank could take two of the longest. The
-    first ``world_size x depth`` items are therefore dealt round robin: a rank tries its
-    own of them first, then the whole list in order (another rank's that is still
-    unclaimed, say from a rank that is late or gone, included).
+    A rank holds up to ``depth`` videos at once (the one sampling and those fetched or
+    prepared ahead), so left to race at the start one rank could take several of the
+    longest. The first ``world_size x depth`` items are therefore dealt greedily, each to
+    the rank with the least frames so far that has room (longest processing time first);
+    a rank tries its own of them first, then the whole list in order (another rank's that
+    is still unclaimed, say of a rank that is late or gone, included).
     """
-    deal = world_size * max(1, depth)
-    own = list(range(rank, min(deal, len(items)), world_size))
+    deal = min(len(items), world_size * max(1, depth))
+    load, held = [0.0] * world_size, [0] * world_size
+    own = []
+    for k in range(deal):
+        to = min((r for r in range(world_size) if held[r] < max(1, depth)), key=lambda r: (load[r], r))
+        load[to] += lengths[k]
+        held[to] += 1
+        if to == rank:
+            own.append(k)
     taken = set(own)
     return [items[k] for k in own] + [item for k, item in enumerate(items) if k not in taken]
 

@@ -163,13 +163,15 @@ class JobStream(IterableDataset):
 
     Args:
         jobs: the run's videos (longest first for ``balanced``).
+        depth: videos this process holds at once (sampling, fetched and prepared ahead).
+        lengths: of ``jobs``, to deal the longest between ranks (:func:`.assignment.claim_order`).
         batch_job: claims, records, report of this process.
         assignment: ``balanced`` (claims) or ``static`` (rank / worker shares).
         recipe: how to paint (None: never prepare ahead).
     """
 
     def __init__(self, jobs: Sequence[VideoJob], batch_job: BatchJob, assignment: Assignment = "balanced",
-                 recipe: CanvasRecipe | None = None, depth: int = 1):
+                 recipe: CanvasRecipe | None = None, depth: int = 1, lengths: Sequence[float] | None = None):
         super().__init__()
         if assignment not in ("balanced", "static"):
             raise ValueError(f"assignment must be 'balanced' or 'static', got {assignment!r}")
@@ -178,6 +180,7 @@ class JobStream(IterableDataset):
         self.assignment = assignment
         self.recipe = recipe
         self.depth = depth
+        self.lengths = list(lengths) if lengths is not None else [0.0] * len(self.jobs)
 
     def __iter__(self):
         worker = get_worker_info()
@@ -186,7 +189,7 @@ class JobStream(IterableDataset):
         if self.assignment == "static":
             mine = static_share(self.jobs, job.rank, job.world_size, wid, workers)
         else:
-            mine = claim_order(self.jobs, job.rank, job.world_size, self.depth)
+            mine = claim_order(self.jobs, self.lengths, job.rank, job.world_size, self.depth)
         for video in mine:
             if not job.take(video, claim=self.assignment == "balanced"):
                 continue
@@ -200,8 +203,9 @@ def job_stream_loader(jobs: Sequence[VideoJob], batch_job: BatchJob, model, batc
                       num_workers: int = 2, prefetch_factor: int = 1,
                       assignment: Assignment = "balanced") -> DataLoader:
     """The predict loader of a run with a writer: claimed (or shared) videos, prepared ahead by workers."""
+    lengths = {job.stem: 0.0 for job in jobs}
     if assignment == "balanced":
-        lengths = dict(zip((job.stem for job in jobs), length_estimates([job.path for job in jobs])))
+        lengths = dict(zip(lengths, length_estimates([job.path for job in jobs])))
         jobs = longest_first(jobs, lambda job: lengths[job.stem])
     pipeline = getattr(model, "pipeline", None)
     recipe = CanvasRecipe.of(pipeline) if pipeline is not None and num_workers > 0 else None
@@ -215,7 +219,8 @@ def job_stream_loader(jobs: Sequence[VideoJob], batch_job: BatchJob, model, batc
     # videos a rank holds at once: the one sampling, the batch Lightning's loop fetches ahead (to know
     # the last batch), and those the workers prepare ahead
     depth = batch_size * (2 + num_workers * prefetch_factor)
-    return DataLoader(JobStream(jobs, batch_job, assignment, recipe, depth), batch_size=batch_size,
+    stream = JobStream(jobs, batch_job, assignment, recipe, depth, [lengths[job.stem] for job in jobs])
+    return DataLoader(stream, batch_size=batch_size,
                       num_workers=num_workers, collate_fn=list, in_order=False, **extra)
 
 
