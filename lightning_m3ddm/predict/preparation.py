@@ -48,7 +48,7 @@ class PaintedFrame:
 
 
 def paint_frames(info: SourceInfo, painter: CanvasPainter, use_start: bool, global_index: Collection[int],
-                 global_mode: str) -> Iterator[PaintedFrame]:
+                 global_mode: str | None) -> Iterator[PaintedFrame]:
     """Stream the source once and draw every frame (see :class:`PaintedFrame`)."""
     wanted = set(int(i) for i in global_index)
     for i, frame in enumerate(iter_source_frames(info)):
