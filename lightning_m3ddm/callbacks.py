@@ -1,8 +1,6 @@
-"""Training callbacks: sample outpaintings in TensorBoard."""
+"""Training callbacks: sample outpaintings in TensorBoard (throughput: :mod:`lightning_m3ddm.throughput`)."""
 
 from __future__ import annotations
-
-import time
 
 import lightning as L
 import torch
@@ -77,23 +75,3 @@ class SamplePreviews(L.Callback):
             tiles = rearrange(rows, "r f c h w -> (r f) c h w")
             images.append(make_grid((tiles.float().cpu() + 1) / 2, nrow=f, padding=2).clamp(0, 1))
         return images
-
-
-class Throughput(L.Callback):
-    """Logs ``train/samples_per_sec`` (all devices together) from the time between optimizer steps."""
-
-    def __init__(self, batch_key: str = "video"):
-        self.batch_key = batch_key
-        self._start: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._start is None:
-            self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        elapsed = now - self._start
-        self._start = now
-        if elapsed > 0:
-            samples = batch[self.batch_key].shape[0] * trainer.world_size
-            pl_module.log("train/samples_per_sec", samples / elapsed, on_step=True, batch_size=1)

@@ -54,7 +54,8 @@ trainer:
       init_args: {logging_interval: step}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {every_n_train_steps: 30, save_last: true}
-    - class_path: lightning_m3ddm.callbacks.Throughput
+    - class_path: lightning_m3ddm.throughput.TrainingThroughput
+      init_args: {window_size: 5}
     - class_path: lightning_m3ddm.callbacks.SamplePreviews
       init_args: {every_n_steps: 30, num_samples: 1, num_inference_steps: 2}
 """
