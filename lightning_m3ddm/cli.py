@@ -176,7 +176,8 @@ class M3DDMCLI(LightningCLI):
             raise SystemExit(1)
 
 
-def main(args: list[str] | None = None) -> M3DDMCLI:
+def main(args: list[str] | None = None, **kwargs) -> M3DDMCLI:
+    """The command line; ``kwargs`` go to LightningCLI (e.g. ``run=False`` to only build)."""
     return M3DDMCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -186,4 +187,5 @@ def main(args: list[str] | None = None) -> M3DDMCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,
+        **kwargs,
     )

@@ -31,6 +31,7 @@ from lightning_m3ddm.conditioning import (
     null_condition,
     select,
 )
+from lightning_m3ddm.distributed import full, is_distributed_checkpoint, local, read_distributed_checkpoint
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
 from lightning_m3ddm.seeding import stable_seed
@@ -206,6 +207,21 @@ class M3DDMLitModule(L.LightningModule):
             )
         return unet.train()
 
+    def configure_model(self) -> None:
+        """Shard the UNet (and its EMA copy) when the strategy shards (``M3DDMShardedStrategy``);
+        runs before ``configure_optimizers``, so the optimizer holds the sharded parameters."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if hasattr(strategy, "shard"):
+            strategy.shard(self)
+
+    def train(self, mode: bool = True):
+        # the frozen autoencoder and the EMA copy never train (no dropout, no norm statistics)
+        super().train(mode)
+        self.autoencoder.eval()
+        if self.ema_unet is not None:
+            self.ema_unet.eval()
+        return self
+
     def denoiser(self) -> M3DDMUNet:
         """The weights used for validation and sampling: the EMA ones when kept."""
         return self.ema_unet if self.ema_unet is not None else self.unet
@@ -310,11 +326,21 @@ class M3DDMLitModule(L.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.unet.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            self.log("train/grad_norm", norm, on_step=True)
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Log ``train/grad_norm``, the norm of all gradients (across ranks when sharded) before
+        clipping, then clip by that norm (``gradient_clip_val``, algorithm ``norm``) or by value."""
+        params = [p for p in self.unet.parameters() if p.grad is not None]
+        if not params:
+            return
+        # on sharded (DTensor) gradients the norm is reduced over all ranks' shards
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        self.log("train/grad_norm", full(norm), on_step=True)
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm, foreach=True)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     @torch.no_grad()
     def update_ema(self, step: int | None = None) -> None:
@@ -324,8 +350,9 @@ class M3DDMLitModule(L.LightningModule):
         # warm-up of the decay, so that early averages are not dominated by the initial weights
         step = self.global_step if step is None else step
         decay = min(self.ema_decay, (1 + step) / (10 + step))
-        ema = [p for p in self.ema_unet.parameters()]
-        cur = [p.detach() for p in self.unet.parameters()]
+        # sharded: both copies are sharded alike, so each rank averages its own shards
+        ema = [local(p) for p in self.ema_unet.parameters()]
+        cur = [local(p.detach()) for p in self.unet.parameters()]
         torch._foreach_lerp_(ema, cur, 1.0 - decay)
         for eb, b in zip(self.ema_unet.buffers(), self.unet.buffers()):
             eb.copy_(b)
@@ -419,13 +446,17 @@ def drop_conditions(
 
 
 def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
-    """A ``save_pretrained`` folder, or the (EMA if kept) UNet of an M3DDMLitModule checkpoint."""
+    """A ``save_pretrained`` folder, or the (EMA if kept) UNet of an M3DDMLitModule checkpoint
+    (a ``.ckpt`` file or a sharded checkpoint folder)."""
     path = Path(path).expanduser()
-    if path.is_dir():
+    if is_distributed_checkpoint(path):
+        ckpt = read_distributed_checkpoint(path, prefixes=("unet.", "ema_unet."))
+    elif path.is_dir():
         return M3DDMUNet.from_pretrained(path)
-    if not path.is_file():
+    elif not path.is_file():
         raise CheckpointError(f"pretrained UNet not found: {path}")
-    ckpt = _read_checkpoint(path)
+    else:
+        ckpt = _read_checkpoint(path)
     state = ckpt.get("state_dict", {})
     hp = ckpt.get("hyper_parameters", {})
     prefix = "ema_unet." if any(k.startswith("ema_unet.") for k in state) else "unet."

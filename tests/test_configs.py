@@ -1,4 +1,4 @@
-"""Every YAML in configs/ parses; the paper-scale configs carry the paper's numbers; FSDP wrapping."""
+"""Every YAML in configs/ parses; the paper-scale configs carry the paper's numbers and build their Trainer."""
 
 import contextlib
 import io
@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
-from lightning_m3ddm.cli import main
-from lightning_m3ddm.distributed import M3DDMFSDPStrategy, wrap_units
-from lightning_m3ddm.lit_module import M3DDMLitModule
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from lightning_m3ddm.callbacks import SamplePreviews
+from lightning_m3ddm.cli import main as cli_main
+from lightning_m3ddm.distributed import M3DDMShardedStrategy, ShardingSettings
+from lightning_m3ddm.throughput import TrainingThroughput
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -25,7 +28,7 @@ def _subcommand(path: Path) -> str:
 def test_print_config(path):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
-        main([_subcommand(path), "--config", str(path), "--print_config"])
+        cli_main([_subcommand(path), "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(out.getvalue())
     assert "model" in printed and "trainer" in printed
@@ -37,8 +40,8 @@ def test_a100_config_has_the_papers_numbers():
     gpus = trainer["devices"] * trainer["num_nodes"]
     assert gpus == 24 and data["batch_size"] * gpus == 240  # Appendix C.2
     assert trainer["precision"] == "bf16-mixed" and trainer["max_epochs"] == 4
-    assert trainer["strategy"]["class_path"].endswith("M3DDMFSDPStrategy")
-    assert trainer["strategy"]["init_args"] == {"sharding_strategy": "FULL_SHARD", "activation_checkpointing": True}
+    assert trainer["strategy"]["class_path"].endswith("M3DDMShardedStrategy")
+    assert trainer["strategy"]["init_args"]["param_dtype"] == "bfloat16" and trainer["gradient_clip_val"] == 1.0
     assert model["optimizer"] == {"name": "adam", "lr": 1e-4, "warmup_steps": 1000}
     assert model["init"]["source"] == "stable_diffusion"
     assert (data["resolution"], data["num_frames"], data["num_global_frames"]) == (256, 16, 16)
@@ -47,25 +50,37 @@ def test_a100_config_has_the_papers_numbers():
     assert finetune["model"]["init_args"]["init"]["source"] == "pretrained"
 
 
-def test_fsdp_wraps_every_unet_block_and_keeps_frozen_parts_apart():
-    module = M3DDMLitModule(
-        unet=dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8, attention_head_dim=4, layers_per_block=1),
-        autoencoder=PixelUnshuffleAutoencoder(4),
-        ema_decay=0.99,
+PAPER_CONFIGS = ["m3ddm_webvid_a100_fsdp.yaml", "m3ddm_ecommerce_finetune.yaml"]
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_config_builds_its_trainer_on_cpu(name, tmp_path):
+    """The whole config is instantiated, trainer first; only what needs the cluster or the
+    Stable Diffusion weights is overridden: the accelerator (cpu; bf16-mixed stays, Lightning
+    runs it on CPUs) and the model's weights (a tiny config-initialised UNet and a weight-free
+    autoencoder instead of the /path/to placeholders)."""
+    cli = cli_main(
+        [
+            "--config", str(CONFIGS[0].parent / name),
+            "--trainer.accelerator=cpu",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--model.init_args.init.source=config",
+            "--model.init_args.autoencoder=lightning_m3ddm.autoencoders.PixelUnshuffleAutoencoder",
+            "--model.init_args.unet={block_out_channels: [32, 32, 32, 32], norm_num_groups: 8, "
+            "attention_head_dim: 4, layers_per_block: 1}",
+        ],
+        run=False,
     )
-    units = wrap_units(module)
-    for prefix in ("unet", "ema_unet"):
-        assert prefix in units
-        assert [u for u in units if u.startswith(f"{prefix}.down_blocks.")] == [f"{prefix}.down_blocks.{i}" for i in range(4)]
-        assert f"{prefix}.mid_block" in units
-        assert [u for u in units if u.startswith(f"{prefix}.up_blocks.")] == [f"{prefix}.up_blocks.{i}" for i in range(4)]
-    assert "autoencoder" in units
-    strategy = M3DDMFSDPStrategy()
-    policy = strategy.kwargs["auto_wrap_policy"]
-    assert policy._module_classes == {type(module.unet.mid_block), type(module.unet.down_blocks[0]),
-                                      type(module.unet.up_blocks[0]), type(module.unet), type(module.autoencoder).__mro__[1]}
-    assert strategy.sharding_strategy.name == "FULL_SHARD"
-    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {
-        type(module.unet.mid_block), type(module.unet.down_blocks[0]), type(module.unet.up_blocks[0])
-    }
-    assert "auto_wrap_policy" not in M3DDMFSDPStrategy(activation_checkpointing=False)._activation_checkpointing_kwargs
+    trainer = cli.trainer
+    strategy = trainer.strategy
+    assert isinstance(strategy, M3DDMShardedStrategy)
+    assert strategy.sharding == ShardingSettings(param_dtype="bfloat16", reduce_dtype="float32", activation_checkpointing=True)
+    assert strategy.num_nodes == 3 and strategy.num_processes == 8 and strategy.world_size == 24
+    assert strategy.root_device.type == "cpu" and strategy._save_distributed_checkpoint
+    assert isinstance(trainer.precision_plugin, MixedPrecision) and trainer.precision_plugin.precision == "bf16-mixed"
+    assert trainer.gradient_clip_val == 1.0 and trainer.gradient_clip_algorithm in (None, "norm")  # None: by norm
+    kinds = {type(c) for c in trainer.callbacks}
+    assert {TrainingThroughput, SamplePreviews, ModelCheckpoint, LearningRateMonitor} <= kinds
+    assert cli.model.ema_unet is None or cli.model.ema_decay
+    assert cli.datamodule.batch_size == 10

@@ -149,6 +149,11 @@ class M3DDMUNet(ModelMixin, ConfigMixin):
         The tokens depend only on the global frames, so a sampler can compute them once
         per video and pass them as ``global_tokens`` at every step.
         """
+        return self._global_tokens(global_latents)
+
+    def _global_tokens(self, global_latents: torch.Tensor) -> torch.Tensor:
+        # forward's own path: under FSDP2, encode_global_frames is registered as a forward
+        # method (it gathers and frees the root's weights), which forward must not nest
         return self.global_img_encoder(global_latents.to(self.dtype))
 
     def _embed(self, values: torch.Tensor, max_period: float, mlp: TimestepEmbedding) -> torch.Tensor:
@@ -185,7 +190,7 @@ class M3DDMUNet(ModelMixin, ConfigMixin):
         if (global_latents is None) == (global_tokens is None):
             raise ValueError("give exactly one of global_latents or global_tokens")
         b = sample.shape[0]
-        context = self.encode_global_frames(global_latents) if global_tokens is None else global_tokens
+        context = self._global_tokens(global_latents) if global_tokens is None else global_tokens
         if context.shape[0] != b:
             raise ValueError(f"global frames have batch {context.shape[0]}, sample has {b}")
 
