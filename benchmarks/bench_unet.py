@@ -61,14 +61,6 @@ CONFIGS = {
 }
 COMPARE_WIDTHS = (64, 128, 128, 128)  # the width issue 7 names for the side-by-side
 
-# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, in TFLOP/s.
-PEAK_BF16_TFLOPS = (
-    ("H100 PCIE", 756.0),
-    ("H100", 989.0),  # SXM
-    ("H200", 989.0),
-    ("A100", 312.0),
-)
-
 # Targets of issue 7 for the side-by-side (ours without gradient checkpointing).
 TARGET_SPEEDUP = 3.5
 TARGET_MEMORY_RATIO = 0.35
@@ -80,11 +72,10 @@ TARGET_GUIDED_COST = 0.75
 
 def peak_tflops_for(device_name: str) -> float | None:
     """Dense bf16 peak of a known card from its CUDA device name, else None."""
-    name = device_name.upper()
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key in name:
-            return tflops
-    return None
+    from lightning_m3ddm.throughput import peak_flops_of
+
+    peak = peak_flops_of(device_name)
+    return peak / 1e12 if peak else None
 
 
 def model_flops_utilisation(flops: float, seconds: float, peak_tflops: float) -> float:
@@ -877,6 +868,8 @@ def _render_compare_guided(c: dict) -> list[str]:
 
 
 def parse_args(argv=None):
+    from lightning_m3ddm.throughput import PEAK_FLOPS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--configs", default="tiny,mid,full", help=f"comma list of {', '.join(CONFIGS)}")
@@ -894,7 +887,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="the GPU's dense bf16 peak (default by name: "
-                        + ", ".join(f"{k} {v:.0f}" for k, v in PEAK_BF16_TFLOPS) + ")")
+                        + ", ".join(f"{k} {v / 1e12:.0f}" for k, v in PEAK_FLOPS.items()) + ")")
     p.add_argument("--memory-headroom-gib", type=float, default=3.0,
                    help="a worker is stopped when it would leave less than this much of the available memory")
     p.add_argument("--max-memory-gib", type=float, default=0.0, help="also stop a worker past this resident size")

@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--memory-limit-gib", type=float, default=0.0, help="stop if the resident size passes this")
     p.add_argument("--guidance", type=float, nargs=2, default=(2.0, 4.0), metavar=("CONTEXT", "GLOBAL"))
     p.add_argument("--save-output", default="", help="write the (last) output tensor here (safetensors)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: peak memory is torch.cuda's)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     return p.parse_args(argv)
 
 
@@ -68,8 +70,13 @@ def main(argv=None) -> None:
     if guard:
         guard.__enter__()
 
-    model = UNet3DConditionModel.from_pretrained(args.folder).float()
+    cuda = args.device.startswith("cuda")
+    dtype = getattr(torch, args.dtype)
+    model = UNet3DConditionModel.from_pretrained(args.folder).to(args.device, dtype)
     io = load_file(os.path.join(args.folder, "inputs.safetensors"))
+    io = {k: (v.to(args.device, dtype) if v.is_floating_point() else v.to(args.device)) for k, v in io.items()}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     b, g = io["global_latents"].shape[:2]
     f = io["noisy_latents"].shape[2]
     global_frames = rearrange(io["global_latents"], "b g c h w -> (b g) c h w")
@@ -81,9 +88,9 @@ def main(argv=None) -> None:
 
     def train_step() -> dict[str, float]:
         model.zero_grad(set_to_none=True)
-        clock = um.PhaseClock(cuda=False)
+        clock = um.PhaseClock(cuda=cuda)
         out = unet_train_forward()
-        loss = torch.nn.functional.mse_loss(out, io["target"])
+        loss = torch.nn.functional.mse_loss(out.float(), io["target"].float())
         clock.lap("forward_s")
         loss.backward()
         clock.lap("backward_s")
@@ -103,7 +110,7 @@ def main(argv=None) -> None:
         return e00 + s_ctx * (e10 - e00) + s_glob * (e11 - e10)
 
     def guided_step() -> dict[str, float]:
-        clock = um.PhaseClock(cuda=False)
+        clock = um.PhaseClock(cuda=cuda)
         with torch.no_grad():
             guided_step.out = guided_eps()
         clock.lap("step_s")
@@ -134,13 +141,13 @@ def main(argv=None) -> None:
         result.update(
             runs=runs,
             median=um.medians(runs),
-            peak_mem_bytes=um.peak_rss_bytes() - baseline,
+            peak_mem_bytes=torch.cuda.max_memory_allocated() if cuda else um.peak_rss_bytes() - baseline,
             wall_s=time.perf_counter() - start,
             load_before=load_before,
             load_after=um.load_average(),
         )
         if args.save_output:
-            save_file({"output": step.out.contiguous()}, args.save_output)
+            save_file({"output": step.out.float().cpu().contiguous()}, args.save_output)
     if guard:
         guard.__exit__()
     um.emit(result)

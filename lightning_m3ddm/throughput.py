@@ -20,11 +20,12 @@ from lightning_m3ddm.models.unet_3d import M3DDMUNet
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets (SXM parts).
 # Lightning's table has no entry for the name an H200 reports ("NVIDIA H200"), and its
 # "h200 sxm1" entry is the 2:4-sparsity figure.
-PEAK_FLOPS = {"a100": 312e12, "h100": 989.4e12, "h200": 989.4e12}
+PEAK_FLOPS = {"h100 pcie": 756e12, "h100": 989e12, "h200": 989e12, "a100": 312e12}
 
 
 def peak_flops_of(name: str) -> float | None:
-    """The preset peak of a device name (e.g. ``torch.cuda.get_device_name()``), or None."""
+    """The preset peak of a device name (e.g. ``torch.cuda.get_device_name()``), or None
+    (the first preset whose name it contains: "H100 PCIe" before "H100")."""
     name = name.lower()
     return next((value for key, value in PEAK_FLOPS.items() if key in name), None)
 
@@ -66,7 +67,7 @@ class TrainingThroughput(ThroughputMonitor):
 
     Args:
         peak_flops: the device's peak FLOP/s for MFU: a number; a preset name (``"a100"``,
-            ``"h100"``, ``"h200"``: dense bf16, see :data:`PEAK_FLOPS`); ``"auto"``: the preset
+            ``"h100"`` (SXM), ``"h100 pcie"``, ``"h200"``: dense bf16, see :data:`PEAK_FLOPS`); ``"auto"``: the preset
             matching the GPU's name, else Lightning's table for the trainer's precision; None:
             no MFU. MFU is not reported on CPUs.
         window_size: batches per average.

@@ -61,7 +61,7 @@ class Recorder(L.Callback):
     """The first step's inputs, draws, loss and unclipped gradients, on every rank."""
 
     def __init__(self):
-        self.record = {"seeds": []}
+        self.record = {"seeds": [], "grad_norms": [], "clipped_norms": []}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == 0:
@@ -74,7 +74,10 @@ class Recorder(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == 1:
             self.record["loss"] = outputs["loss"].detach().clone()
-            self.record["grad_norm"] = trainer.callback_metrics["train/grad_norm"].clone()
+        # the logged norm (before clipping) and the norm of the gradients the optimizer used
+        self.record["grad_norms"].append(float(trainer.callback_metrics["train/grad_norm"]))
+        grads = [p.grad for p in pl_module.unet.parameters()]
+        self.record["clipped_norms"].append(float(full(torch.nn.utils.get_total_norm(grads))))
 
 
 def adam_state(optimizer, module):

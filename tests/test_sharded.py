@@ -57,9 +57,18 @@ def test_sharded_step_equals_one_process_on_the_global_batch(run):
         for name, grad in grads.items():
             torch.testing.assert_close(record["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
     norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()]))
-    assert norm > 2 * sharded_worker.CLIP  # so the step was clipped
     for record in ranks:
-        torch.testing.assert_close(record["grad_norm"], norm, rtol=1e-5, atol=0)
+        torch.testing.assert_close(torch.tensor(record["grad_norms"][0]), norm, rtol=1e-5, atol=0)
+
+
+def test_gradients_are_clipped_at_the_global_norm(run):
+    _, ranks = run
+    clip = sharded_worker.CLIP
+    logged, used = ranks[0]["grad_norms"], ranks[0]["clipped_norms"]
+    assert len(logged) == 4 and logged == ranks[1]["grad_norms"] and used == ranks[1]["clipped_norms"]
+    assert any(n > 2 * clip for n in logged)  # some steps were clipped
+    for before, after in zip(logged, used):
+        assert after == pytest.approx(min(before, clip), rel=1e-5)
 
 
 def test_ranks_end_with_the_same_weights_and_ema(run):
