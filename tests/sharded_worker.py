@@ -129,7 +129,7 @@ def main():
     recorder = Recorder()
     recording_draws(module, recorder.record["seeds"])
     checkpoints = ModelCheckpoint(
-        dirpath=out / "ckpt", filename="{step}", every_n_train_steps=4, save_top_k=-1, save_last=True
+        dirpath=out / "ckpt", filename="{step}", every_n_train_steps=4, save_top_k=-1
     )
     previews = SamplePreviews(every_n_steps=4, num_samples=1, max_frames=2, num_inference_steps=2)
     run = trainer(out, 4, [recorder, checkpoints, previews, TrainingThroughput(window_size=2)])

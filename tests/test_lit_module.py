@@ -192,6 +192,15 @@ def test_ema_update_is_an_exponential_average():
     assert module.denoiser() is module.ema_unet
 
 
+def test_frozen_autoencoder_and_ema_stay_in_eval_mode():
+    module = make_module(ema_decay=0.9)
+    module.train()  # what Lightning calls at the start of fit
+    assert module.unet.training and not module.autoencoder.training and not module.ema_unet.training
+    assert not any(m.training for m in module.ema_unet.modules())
+    module.eval()
+    assert not module.unet.training
+
+
 def test_nonfinite_loss_skips_the_step_and_stops_after_too_many():
     module = make_module(max_nonfinite_steps=3)
     bad = make_batch()

@@ -15,6 +15,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_m3ddm import distributed
+from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.distributed import consolidate_checkpoint, is_distributed_checkpoint, read_distributed_checkpoint
 from lightning_m3ddm.lit_module import load_pretrained_unet
 
@@ -123,12 +125,10 @@ def test_consolidated_checkpoint_is_one_ordinary_file(run, tmp_path):
             assert torch.equal(p, ranks[0]["final_ema"][n]), f"{source.name}: {n}"
 
 
-def test_consolidate_command_names_a_bad_folder(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lightning_m3ddm.distributed", "consolidate", str(tmp_path), str(tmp_path / "x.ckpt")],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 2 and "not a sharded checkpoint folder" in result.stderr
+def test_consolidate_command_names_a_bad_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        distributed.main(["consolidate", str(tmp_path), str(tmp_path / "x.ckpt")])
+    assert exit_info.value.code == 2 and "not a sharded checkpoint folder" in capsys.readouterr().err
     assert not (tmp_path / "x.ckpt").exists()
-    with pytest.raises(Exception, match="not a sharded checkpoint"):
+    with pytest.raises(CheckpointError, match="not a sharded checkpoint"):
         read_distributed_checkpoint(tmp_path)
