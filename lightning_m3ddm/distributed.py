@@ -119,6 +119,25 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+@torch.no_grad()
+def average_buffers(module: nn.Module) -> None:
+    """Average ``module``'s floating-point buffers over all ranks (no-op in one process).
+
+    The global-frame encoder's BatchNorm running statistics come from each rank's own clips,
+    while a sharded checkpoint stores a replicated tensor once: averaged after every step,
+    all ranks hold the same statistics, and a resumed run gets back what every rank had.
+    """
+    import torch.distributed as dist
+
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)  # a sum: gloo has no average
+    flat /= dist.get_world_size()
+    torch._foreach_copy_(buffers, [v.view_as(b) for v, b in zip(flat.split([b.numel() for b in buffers]), buffers)])
+
+
 class M3DDMShardedStrategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` as plain sharded data parallelism over all ranks, with M3DDM's units.
 
@@ -165,6 +184,11 @@ class M3DDMShardedStrategy(ModelParallelStrategy):
         if self.tf32 and self.root_device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+
+    def optimizer_step(self, optimizer, closure, model=None, **kwargs: Any) -> Any:
+        output = super().optimizer_step(optimizer, closure, model, **kwargs)
+        average_buffers(self.lightning_module.unet)
+        return output
 
     def shard(self, module: nn.Module) -> None:
         """Shard ``module.unet`` and ``module.ema_unet`` (if any); a second call does nothing."""

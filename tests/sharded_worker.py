@@ -138,6 +138,7 @@ def main():
     record["initial"] = initial
     record["final_unet"] = gathered(module, "unet")
     record["final_ema"] = gathered(module, "ema_unet")
+    record["final_buffers"] = {n: b.clone() for n, b in module.unet.named_buffers()}
     record["adam"] = adam_state(run.optimizers[0], module)
     record["metrics"] = {k: float(v) for k, v in run.callback_metrics.items()}
     record["sharded"] = type(module.unet).__name__

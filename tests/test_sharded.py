@@ -75,7 +75,7 @@ def test_gradients_are_clipped_at_the_global_norm(run):
 
 def test_ranks_end_with_the_same_weights_and_ema(run):
     _, ranks = run
-    for key in ("final_unet", "final_ema"):
+    for key in ("final_unet", "final_ema", "final_buffers"):  # buffers: BatchNorm statistics averaged
         for name, value in ranks[0][key].items():
             assert torch.equal(value, ranks[1][key][name]), name
     moved = [not torch.equal(ranks[0]["final_unet"][n], ranks[0]["initial"][n]) for n in ranks[0]["final_unet"]]
