@@ -92,11 +92,15 @@ class Method:
         )
 
 
-def methods_for(sizes: list[int]) -> list[Method]:
+def methods_for(sizes: list[int], crop_sizes: list[int] | None = None) -> list[Method]:
+    """Every method at every size; ``crop`` global frames only at ``crop_sizes`` (None: every size)."""
     out = [Method(MODEL_CANVAS)]
     for size in sizes:
         scale = size / MODEL_CANVAS
-        out += [Method(size), Method(size, scale), Method(size, scale, "crop"), Method(size, scale, coherence=True)]
+        out += [Method(size), Method(size, scale)]
+        if crop_sizes is None or size in crop_sizes:
+            out.append(Method(size, scale, "crop"))
+        out.append(Method(size, scale, coherence=True))
     return out
 
 
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="a tiny-model .ckpt trained at 64 px (convergence.py)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="output sizes besides 64")
+    parser.add_argument("--crop-sizes", type=int, nargs="*", help="sizes with crop global frames too (default: all)")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--frames", type=int, default=8, help="frames per clip: one window of the tiny model")
     parser.add_argument("--interval", type=int, default=2, help="rendered frames between clip frames")
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.clips < 1 or any(s % MODEL_CANVAS or s <= MODEL_CANVAS for s in args.sizes):
         parser.error(f"--clips must be >= 1 and --sizes multiples of {MODEL_CANVAS} above it, got {args.clips}, {args.sizes}")
     torch.set_num_threads(2)
-    methods = {m.name: m for m in methods_for(args.sizes)}
+    methods = {m.name: m for m in methods_for(args.sizes, args.crop_sizes)}
     if args.method:
         print(json.dumps(run_method(args, methods[args.method])))
         return {}

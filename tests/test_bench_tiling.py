@@ -47,6 +47,7 @@ def test_methods_cover_upscaled_and_tiled_with_and_without_coherence():
     names = [m.name for m in tiling.methods_for([128, 256])]
     assert names[0] == "model@64" and len(names) == 1 + 2 * 4
     assert {"upscaled@256", "tiled-resize@256", "tiled-crop@256", "tiled-resize+coherence@256"} <= set(names)
+    assert "tiled-crop@256" not in [m.name for m in tiling.methods_for([128, 256], crop_sizes=[128])]
     assert tiling.Method(256, 4.0, coherence=True).tiling(0.5, 0.3).start_step(10) == 7
 
 
