@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lightning_m3ddm.conditioning import Condition
-from lightning_m3ddm.sampling import Guidance, denoising_timesteps, guided_noise, per_sample_noise
+from lightning_m3ddm.sampling import Guidance, guided_noise, start_latents
 from lightning_m3ddm.spatial_windows import SpatialWindow
 
 
@@ -72,22 +72,15 @@ def sample_tiled_latents(
     Cells no window covers (known cells only) end as ``condition.masked_latents`` there.
     """
     b, _, f, h, w = condition.masked_latents.shape
-    channels = unet.config.out_channels
     device, dtype = condition.masked_latents.device, unet.dtype
     if len(windows) != len(weights) or len(windows) != global_tokens.shape[0]:
         raise ValueError(
             f"{len(windows)} windows need as many weights and global tokens, got {len(weights)} and {global_tokens.shape[0]}"
         )
-    scheduler.set_timesteps(num_steps, device=device)
-    noise_at, timesteps = denoising_timesteps(scheduler.timesteps, num_steps, start)
-    if start_step:
-        timesteps = timesteps[start_step:]
-        noise_at = timesteps[0]
-    noise = per_sample_noise((b, channels, f, h, w), generators, device, dtype)
-    if init_latents is not None:
-        latents = scheduler.add_noise(init_latents.to(dtype), noise, noise_at.reshape(1).repeat(b))
-    else:
-        latents = noise * scheduler.init_noise_sigma
+    shape = (b, unet.config.out_channels, f, h, w)
+    latents, timesteps = start_latents(
+        scheduler, shape, num_steps, init_latents, generators, device, dtype, start, start_step
+    )
     weight = [torch.from_numpy(x).to(device, dtype) for x in weights]
     covered = torch.zeros(h, w, dtype=torch.bool, device=device)
     for window in windows:

@@ -17,17 +17,9 @@ from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_sourc
 from lightning_m3ddm.sampling import Guidance, sample_latents
 from lightning_m3ddm.spatial_windows import SpatialWindow
 from lightning_m3ddm.tiled_sampling import sample_tiled_latents
-from tests.test_predict_pipeline import C, RecordingUNet, tiny_unet
+from tests.test_predict_pipeline import C, RecordingUNet, _one_thread, tiny_unet  # noqa: F401 (autouse fixture)
 
 RATIO = [parse_ratio("16:9")]  # a 4:3 source: border on every side of the square canvas
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
