@@ -17,9 +17,10 @@ Scores over the generated region, every frame, against the ground truth at that 
 - region PSNR (dB, higher is better);
 - sharpness: mean squared Laplacian (grey levels) of the output over the ground truth's
   (1 = as much fine detail as the truth; an upscaled border is < 1);
-- seams: mean absolute gradient across the tiled windows' borders over the mean absolute
-  gradient elsewhere in the region (1 = a border is no edge; the same lines are scored for
-  every method and for the ground truth);
+- seams: mean absolute gradient across the tiled windows' borders over that across the other
+  latent-cell borders in the region (the autoencoder decodes each cell on its own, so every
+  cell border is a small edge; 1 = a window border is no stronger; the same window lines are
+  scored for every method at that size and for the ground truth);
 - temporal error: mean |Δoutput − Δtruth| between consecutive frames ([0, 1] scale);
 - seconds per frame (outpaint + decode + composite) and the peak resident memory of the
   process that ran the method (each method runs in its own process), and the largest UNet
@@ -175,6 +176,7 @@ def run_method(args, method: Method) -> dict:
         "largest_unet_input": largest[0],
         "unet_calls": pipeline.unet_calls,
         "borders": borders,
+        "downscale": pipeline.autoencoder.downscale,
     }
 
 
@@ -193,20 +195,26 @@ def high_frequency_energy(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (lap**2)[..., inner].mean(axis=(1, 2))
 
 
-def seam_ratio(video: np.ndarray, mask: np.ndarray, borders) -> float:
-    """Mean |gradient| across window borders inside the generated region over the mean |gradient| there."""
+def seam_ratio(video: np.ndarray, mask: np.ndarray, borders, cell: int) -> float:
+    """Mean |gradient| across window borders in the generated region over that across the other cell borders.
+
+    The autoencoder decodes every latent cell (``cell`` output pixels) on its own, so every cell
+    border is a small edge; window borders lie on cell borders, and a seam makes them stronger.
+    """
     grey = video.astype(np.float32).mean(-1)
-    gx, gy = np.abs(np.diff(grey, axis=-1)), np.abs(np.diff(grey, axis=-2))  # gx[..., x] is between x and x+1
+    gx, gy = np.abs(np.diff(grey, axis=-1)), np.abs(np.diff(grey, axis=-2))  # gx[..., x]: between x and x+1
     mx, my = mask[:, 1:] & mask[:, :-1], mask[1:] & mask[:-1]
     size = mask.shape[0]
     xs = {e for pair in borders[0] for e in pair if 0 < e < size}
     ys = {e for pair in borders[1] for e in pair if 0 < e < size}
-    on_x, on_y = np.zeros_like(mx), np.zeros_like(my)
-    on_x[:, [x - 1 for x in xs]] = True
-    on_y[[y - 1 for y in ys]] = True
-    across = np.concatenate([gx[..., on_x & mx], gy[..., on_y & my]], -1)
-    elsewhere = np.concatenate([gx[..., ~on_x & mx], gy[..., ~on_y & my]], -1)
-    return float(across.mean() / elsewhere.mean())
+    cells = set(range(cell, size, cell))
+    lines = []
+    for chosen in (xs | ys, cells - xs - ys):
+        on_x, on_y = np.zeros_like(mx), np.zeros_like(my)
+        on_x[:, [x - 1 for x in chosen]] = True
+        on_y[[y - 1 for y in chosen]] = True
+        lines.append(np.concatenate([gx[..., on_x & mx], gy[..., on_y & my]], -1).mean())
+    return float(lines[0] / lines[1])
 
 
 def to_model(video: np.ndarray) -> torch.Tensor:
@@ -214,7 +222,7 @@ def to_model(video: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
 
 
-def score(output: np.ndarray, truth: np.ndarray, borders) -> dict:
+def score(output: np.ndarray, truth: np.ndarray, borders, cell: int) -> dict:
     mask = generated_mask(truth.shape[2])
     m = torch.from_numpy(mask).float()
     hf_truth = high_frequency_energy(truth, mask)
@@ -224,8 +232,8 @@ def score(output: np.ndarray, truth: np.ndarray, borders) -> dict:
         "temporal_error": temporal_error(to_model(output), to_model(truth), m),
     }
     if borders is not None:
-        out["seam_ratio"] = seam_ratio(output, mask, borders)
-        out["seam_ratio_truth"] = seam_ratio(truth, mask, borders)
+        out["seam_ratio"] = seam_ratio(output, mask, borders, cell)
+        out["seam_ratio_truth"] = seam_ratio(truth, mask, borders, cell)
     return out
 
 
@@ -297,7 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, method in methods.items():
         borders = runs[f"tiled-resize@{method.size}"]["borders"] if method.size != MODEL_CANVAS else None
         output = np.load(args.out / f"{name}.npy")
-        results[name] = {**score(output, truths[method.size], borders), **{k: v for k, v in runs[name].items() if k != "borders"}}
+        # output pixels per latent cell: the tiled canvas is the output; the model's is upscaled
+        cell = runs[name]["downscale"] * method.size // (MODEL_CANVAS * method.scale)
+        results[name] = {**score(output, truths[method.size], borders, int(cell)), **{k: v for k, v in runs[name].items() if k != "borders"}}
     report = {
         "results": results,
         "pictures": [str(picture(args, truths, size)) for size in args.sizes],

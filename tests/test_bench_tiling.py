@@ -26,10 +26,14 @@ def test_seam_ratio_sees_a_step_on_a_window_border_and_nothing_elsewhere():
     video = cv2.GaussianBlur(noise_video()[0, 0], (0, 0), 3)[None, None].repeat(2, 1)
     mask = tiling.generated_mask(64)
     borders = ([(0, 8), (8, 16)], [(0, 64)])  # one inner vertical border, at x = 8
-    smooth = tiling.seam_ratio(video, mask, borders)
+    smooth = tiling.seam_ratio(video, mask, borders, 4)
     stepped = video.copy()
     stepped[..., 8:, :] = np.clip(stepped[..., 8:, :].astype(int) + 40, 0, 255).astype(np.uint8)
-    assert 0.5 < smooth < 1.5 and tiling.seam_ratio(stepped, mask, borders) > 3 * smooth
+    assert 0.5 < smooth < 1.5 and tiling.seam_ratio(stepped, mask, borders, 4) > 3 * smooth
+    blocky = video.copy()  # every 4-px cell border an edge, as a per-cell decoder leaves it: no seam
+    blocky[..., 4::8, :] = np.clip(blocky[..., 4::8, :].astype(int) + 40, 0, 255).astype(np.uint8)
+    blocky[..., 0::8, :] = np.clip(blocky[..., 0::8, :].astype(int) + 40, 0, 255).astype(np.uint8)
+    assert 0.5 < tiling.seam_ratio(blocky, mask, borders, 4) < 1.5
 
 
 def test_sharpness_of_a_blurred_or_upscaled_border_is_below_one():
