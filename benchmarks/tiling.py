@@ -24,7 +24,7 @@ Scores over the generated region, every frame, against the ground truth at that 
 - temporal error: mean |Δoutput − Δtruth| between consecutive frames ([0, 1] scale);
 - seconds per frame (outpaint + decode + composite) and the peak resident memory of the
   process that ran the method (each method runs in its own process), and the largest UNet
-  input (what tiling keeps at one batch of model-size windows).
+  call (samples x latent size: tiling keeps it at one batch of model-size windows).
 
     python benchmarks/tiling.py --checkpoint outputs/convergence/model.ckpt --out outputs/tiling
     python benchmarks/tiling.py --quick --out /tmp/tiling      # random weights, seconds: a smoke test
@@ -145,10 +145,11 @@ def run_method(args, method: Method) -> dict:
     """Outpaint every clip with ``method``; save the outputs; return timing, memory and window borders."""
     predictor = make_predictor(args, method)
     pipeline = predictor.pipeline
-    largest = [0]
+    largest = [0, set()]  # samples per UNet call, latent sizes seen
 
     def record(_module, inputs):
-        largest[0] = max(largest[0], inputs[0].numel())
+        largest[0] = max(largest[0], inputs[0].shape[0])
+        largest[1].add(tuple(inputs[0].shape[-2:]))
 
     pipeline.unet.register_forward_pre_hook(record)
     outputs, seconds, borders = [], 0.0, None
@@ -173,7 +174,8 @@ def run_method(args, method: Method) -> dict:
     return {
         "seconds_per_frame": seconds / (args.clips * args.frames),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "largest_unet_input": largest[0],
+        "largest_unet_batch": largest[0],
+        "unet_latent_sizes": [list(size) for size in sorted(largest[1])],
         "unet_calls": pipeline.unet_calls,
         "borders": borders,
         "downscale": pipeline.autoencoder.downscale,
@@ -235,6 +237,23 @@ def score(output: np.ndarray, truth: np.ndarray, borders, cell: int) -> dict:
         out["seam_ratio"] = seam_ratio(output, mask, borders, cell)
         out["seam_ratio_truth"] = seam_ratio(truth, mask, borders, cell)
     return out
+
+
+def markdown_table(results: dict) -> str:
+    """The results as a markdown table, one row per method."""
+    rows = [
+        "| method | region PSNR (dB) | sharpness (truth = 1) | seam ratio (truth) | temporal error | s / frame | peak RSS MiB | largest UNet call |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        seam = f"{r['seam_ratio']:.2f} ({r['seam_ratio_truth']:.2f})" if "seam_ratio" in r else ""
+        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else ""
+        rows.append(
+            f"| {name} | {r['psnr_region']:.2f} | {r['sharpness']:.2f} | {seam} | {r['temporal_error']:.3f} | "
+            f"{r['seconds_per_frame']:.2f} | {rss} | {r['largest_unet_batch']} x "
+            f"{' / '.join(f'{h}x{w}' for h, w in r['unet_latent_sizes'])} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def picture(args, truths: dict, size: int, clip: int = 0, frame: int = 0) -> Path:
@@ -318,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    (args.out / "results.md").write_text(markdown_table(results))
     print(json.dumps(report, indent=2))
     return report
 

@@ -61,10 +61,13 @@ def test_quick_harness_end_to_end(tmp_path, _restore_threads):
     assert set(results) == {"model@64", "upscaled@128", "tiled-resize@128", "tiled-crop@128", "tiled-resize+coherence@128"}
     for name, r in results.items():
         assert 0 < r["psnr_region"] < 60 and r["sharpness"] > 0 and 0 <= r["temporal_error"] < 1
-        assert r["seconds_per_frame"] > 0 and r["largest_unet_input"] > 0
+        assert r["seconds_per_frame"] > 0 and r["unet_latent_sizes"] == [[16, 16]]  # the model's canvas
         assert ("seam_ratio" in r) == (name != "model@64")
-    # one model-size window per sample: the tiled UNet input is the untiled one times the windows kept
-    assert results["tiled-resize@128"]["largest_unet_input"] % results["upscaled@128"]["largest_unet_input"] == 0
+    # 3 branches x (one window, or the 6 windows of the 128-px canvas that hold border: 3 x 3 minus the
+    # middle column, inside the source), within max_batch 8
+    assert results["upscaled@128"]["largest_unet_batch"] == 3 and results["tiled-resize@128"]["largest_unet_batch"] == 18
     assert json.loads((tmp_path / "results.json").read_text())["results"] == results
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert len(table) == 2 + len(results) and table[2].startswith("| model@64 |")
     picture = cv2.imread(report["pictures"][0])
     assert picture.shape == (128, 4 * 128 + 3 * 4, 3)
