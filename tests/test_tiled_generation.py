@@ -194,3 +194,10 @@ def test_tiling_settings_are_checked():
         TilingConfig(coherence_strength=0)
     assert TilingConfig(coherence=True, coherence_strength=0.3).start_step(50) == 35
     assert TilingConfig(coherence_strength=0.3).start_step(50) == 0
+
+
+def test_loader_workers_paint_on_the_tiled_canvas():
+    from lightning_m3ddm.predict.preparation import CanvasRecipe
+
+    pipe = make_pipeline(RecordingUNet(), TilingConfig(scale=2))
+    assert CanvasRecipe.of(pipe).canvas_size == pipe.generation_canvas == (64, 64)
