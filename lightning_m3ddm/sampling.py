@@ -192,6 +192,34 @@ def per_sample_noise(shape: Sequence[int], generators: list[torch.Generator] | N
     return randn_tensor(tuple(shape), generator=generators, device=torch.device(device), dtype=dtype)
 
 
+def start_latents(
+    scheduler,
+    shape: Sequence[int],
+    num_steps: int,
+    init_latents: torch.Tensor | None,
+    generators: list[torch.Generator] | None,
+    device,
+    dtype: torch.dtype,
+    start: str = "full",
+    start_step: int = 0,
+) -> tuple[torch.Tensor, Sequence]:
+    """Set ``num_steps`` timesteps; return the latents to start from and the timesteps to run.
+
+    ``start``: see :func:`denoising_timesteps`; then the first ``start_step`` timesteps are
+    skipped (a start that is already part-denoised). ``init_latents`` are noised to the
+    start timestep, else pure noise.
+    """
+    scheduler.set_timesteps(num_steps, device=device)
+    noise_at, timesteps = denoising_timesteps(scheduler.timesteps, num_steps, start)
+    if start_step:
+        timesteps = timesteps[start_step:]
+        noise_at = timesteps[0]
+    noise = per_sample_noise(shape, generators, device, dtype)
+    if init_latents is not None:
+        return scheduler.add_noise(init_latents.to(dtype), noise, noise_at.reshape(1).repeat(shape[0])), timesteps
+    return noise * scheduler.init_noise_sigma, timesteps
+
+
 @torch.no_grad()
 def sample_latents(
     unet: M3DDMUNet,
@@ -218,15 +246,9 @@ def sample_latents(
     windows run one by one; it draws the start noise, then any step noise (DDPM).
     """
     b, _, f, h, w = condition.masked_latents.shape
-    channels = unet.config.out_channels
-    device, dtype = condition.masked_latents.device, unet.dtype
-    scheduler.set_timesteps(num_steps, device=device)
-    noise_at, timesteps = denoising_timesteps(scheduler.timesteps, num_steps, start)
-    noise = per_sample_noise((b, channels, f, h, w), generators, device, dtype)
-    if init_latents is not None:
-        latents = scheduler.add_noise(init_latents.to(dtype), noise, noise_at.reshape(1).repeat(b))
-    else:
-        latents = noise * scheduler.init_noise_sigma
+    device = condition.masked_latents.device
+    shape = (b, unet.config.out_channels, f, h, w)
+    latents, timesteps = start_latents(scheduler, shape, num_steps, init_latents, generators, device, unet.dtype, start)
     step_kwargs = {"generator": generators} if "generator" in scheduler.step.__code__.co_varnames else {}
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(latents, t)

@@ -7,6 +7,7 @@ Modules, in the order a video goes through them:
 * :mod:`.canvas` -- a source frame drawn on the model canvas (context, inpainted start);
 * :mod:`.latent_store` -- per-frame latents on disk (memory bounded by design);
 * :mod:`.pipeline` -- :class:`OutpaintingPipeline`: prepare, generate level by level, decode;
+* :mod:`.tiling` -- a canvas larger than the model's as overlapping windows (:class:`TilingConfig`);
 * :mod:`.composite` -- native-resolution (or canvas) output frames per target;
 * :mod:`.predictor` -- :class:`M3DDMPredictor`, the LightningModule;
 * :mod:`.writer` -- :class:`OutpaintingWriter`, the prediction-writer callback.
@@ -33,6 +34,7 @@ from lightning_m3ddm.predict.pipeline import (
     SamplingConfig,
 )
 from lightning_m3ddm.predict.predictor import M3DDMPredictor, VideoPrediction
+from lightning_m3ddm.predict.tiling import TilingConfig
 from lightning_m3ddm.predict.writer import OutpaintingWriter
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "PredictConfigError",
     "PredictError",
     "SamplingConfig",
+    "TilingConfig",
     "VideoInputError",
     "VideoJob",
     "VideoPrediction",

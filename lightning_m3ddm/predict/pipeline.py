@@ -17,6 +17,10 @@ Three passes, memory bounded whatever the length (the per-frame latents live on 
    (:func:`lightning_m3ddm.sampling.sample_latents`), the start latents noised to the
    start timestep (paper Appendix D; ``sampling.start``) or pure noise. Every window has its own seeded
    generator (seed, window index), so batching does not change the result.
+   Beyond the model's canvas (:class:`~lightning_m3ddm.predict.tiling.TilingConfig`) the
+   video is laid out on a larger canvas and every window of the plan is denoised as
+   overlapping model-size spatial windows merged at every step, optionally started from
+   a first pass on the model's canvas (the coherence pass).
 3. **Decode** (:meth:`OutpaintedVideo.canvas_frames`): the generated latents are decoded
    in chunks, in frame order, for the writer to composite while it streams the source
    a second time.
@@ -43,6 +47,7 @@ from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uin
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
 from lightning_m3ddm.predict.preparation import PaintedFrame, paint_frames
+from lightning_m3ddm.predict.tiling import TilingConfig, VideoTiles, coherence_start, shrink_to
 from lightning_m3ddm.predict.video_stream import SourceInfo
 from lightning_m3ddm.sampling import (
     START_MODES,
@@ -52,6 +57,7 @@ from lightning_m3ddm.sampling import (
     make_scheduler,
     sample_latents,
 )
+from lightning_m3ddm.tiled_sampling import sample_tiled_latents
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +201,8 @@ class VideoConditioning:
     """What every window of one video shares.
 
     Attributes:
-        tokens: (1, T, D) cross-attention tokens of the global frames (c2).
+        tokens: (1, T, D) cross-attention tokens of the global frames (c2); on a tiled
+            canvas with ``crop`` global frames, (S, T, D): one row per kept spatial window.
         null_tokens: (1, T, D) tokens of all-zero global latents (c2 = null).
         black: (C, h, w) latent of an all-black canvas (the null context c1).
     """
@@ -247,6 +254,8 @@ class OutpaintingPipeline:
             threshold and ``max_batch`` windows per UNet call.
         global_frames: count and mode of the global frames.
         canvas_size: model canvas (width, height) or one side for a square; 256 as trained.
+        tiling: a generation canvas larger than the model's, as overlapping windows
+            (:mod:`lightning_m3ddm.predict.tiling`); default: the model's canvas.
         crop_mode: which canvas rectangle belongs to a target, see :mod:`lightning_m3ddm.geometry`.
         pad_short_windows: a video shorter than one window is fed as a full window, its
             last frame repeated (released script), instead of a shorter clip.
@@ -269,6 +278,7 @@ class OutpaintingPipeline:
         decode_batch: int = 16,
         work_dir: str | os.PathLike | None = None,
         progress: bool | None = None,
+        tiling: TilingConfig = TilingConfig(),
     ):
         self.unet = unet
         self.autoencoder = autoencoder
@@ -282,6 +292,9 @@ class OutpaintingPipeline:
         self.decode_batch = decode_batch
         self.work_dir = work_dir
         self.progress = progress
+        self.tiling = tiling
+        # the canvas the video is laid out on; larger than canvas_size when tiled
+        self.generation_canvas = tiling.canvas(self.canvas_size, autoencoder.downscale)
         self.unet_calls = 0  # for tests and logs: UNet forward passes so far
 
     @property
@@ -289,7 +302,15 @@ class OutpaintingPipeline:
         return next(self.unet.parameters()).device
 
     def layout(self, info: SourceInfo, targets: Sequence[Target]) -> CanvasLayout:
-        return canvas_layout(info.width, info.height, targets, *self.canvas_size, crop_mode=self.crop_mode)
+        return canvas_layout(info.width, info.height, targets, *self.generation_canvas, crop_mode=self.crop_mode)
+
+    @property
+    def tiled(self) -> bool:
+        return self.generation_canvas != self.canvas_size
+
+    def tiles(self, painter: CanvasPainter) -> VideoTiles | None:
+        """The spatial windows of a video's canvas; None on the model's own canvas."""
+        return VideoTiles.plan(self.tiling, painter, self.canvas_size) if self.tiled else None
 
     # -- the whole video ------------------------------------------------------------------
 
@@ -313,7 +334,14 @@ class OutpaintingPipeline:
         except ValueError as err:  # e.g. a ratio so extreme that no latent cell of the source is left
             raise VideoInputError(info.path, str(err), "bad_target") from None
         plan = self.schedule.plan(info.num_frames)
-        latents, conditioning = self.prepare(info, painter, painted)
+        coherence = self.coherence_pass(info, targets) if self.tiled and self.tiling.coherence else None
+        try:
+            latents, conditioning = self.prepare(
+                info, painter, painted, coherence.canvas_frames() if coherence is not None else None
+            )
+        finally:
+            if coherence is not None:
+                coherence.close()
         try:
             self.generate(info, plan, latents, painter, conditioning)
         except BaseException:
@@ -323,29 +351,50 @@ class OutpaintingPipeline:
 
     # -- pass 1: the source on the canvas, encoded to disk ---------------------------------
 
+    def coherence_pass(self, info: SourceInfo, targets: Sequence[Target]) -> OutpaintedVideo:
+        """The video outpainted on the model's canvas, untiled: the start of the tiled pass."""
+        untiled = OutpaintingPipeline(
+            self.unet, self.autoencoder, sampling=self.sampling, schedule=self.schedule,
+            global_frames=self.global_frames, canvas_size=self.canvas_size, crop_mode=self.crop_mode,
+            pad_short_windows=self.pad_short_windows, encode_batch=self.encode_batch,
+            decode_batch=self.decode_batch, work_dir=self.work_dir, progress=self.progress,
+        )
+        video = untiled.outpaint(info, targets)
+        self.unet_calls += untiled.unet_calls
+        return video
+
     @torch.no_grad()
     def prepare(
-        self, info: SourceInfo, painter: CanvasPainter, painted: Iterable[PaintedFrame] | None = None
+        self,
+        info: SourceInfo,
+        painter: CanvasPainter,
+        painted: Iterable[PaintedFrame] | None = None,
+        coherence: Iterator[np.ndarray] | None = None,
     ) -> tuple[VideoLatents, VideoConditioning]:
         """Stream the source once; store context (and start) latents; encode the global frames.
 
         ``painted``: the frames already painted by a loader worker (:mod:`.preparation`);
-        None paints them here, from the source.
+        None paints them here, from the source. ``coherence``: the coherence pass's canvas of
+        every frame, in order; the start latents are then those canvases upscaled
+        (:func:`~lightning_m3ddm.predict.tiling.coherence_start`).
         """
         w, h = painter.latent_size
         shape = (self.autoencoder.latent_channels, h, w)
-        use_start = self.sampling.init == "inpaint"
+        use_start = self.sampling.init == "inpaint" or coherence is not None
         latents = VideoLatents(info.num_frames, shape, self.work_dir, with_start=use_start)
         try:
             generator = torch.Generator(self.device).manual_seed(window_seed(self.sampling.seed, ENCODE_STREAM))
             global_index = global_frame_indices(info.num_frames, self.global_frames.count)
             if painted is None:
-                painted = paint_frames(info, painter, use_start, global_index, self.global_frames.mode)
+                inpaint = use_start and coherence is None
+                painted = paint_frames(info, painter, inpaint, global_index, self.global_frames.mode)
             global_canvases: dict[int, np.ndarray] = {}
             context, start, frames = [], [], []
             for frame in painted:
                 context.append(frame.masked)
-                if use_start:
+                if coherence is not None:
+                    start.append(coherence_start(painter, frame.masked, next(coherence)))
+                elif use_start:
                     start.append(frame.start)
                 frames.append(frame.index)
                 if frame.global_canvas is not None:
@@ -368,12 +417,23 @@ class OutpaintingPipeline:
         self, global_canvases: np.ndarray, painter: CanvasPainter, generator: torch.Generator | None = None
     ) -> VideoConditioning:
         """What every window shares, from the (g, ch, cw, 3) uint8 global-frame canvases."""
-        glob = rearrange(self._encode(global_canvases, generator), "g c h w -> 1 g c h w")
+        glob = self._encode_global(global_canvases, painter, generator)
         return VideoConditioning(
             tokens=self.unet.encode_global_frames(glob),
-            null_tokens=self.unet.encode_global_frames(torch.zeros_like(glob)),
+            null_tokens=self.unet.encode_global_frames(torch.zeros_like(glob[:1])),
             black=black_frame_latent(self.autoencoder, painter.canvas_size[1], painter.canvas_size[0], self.device, generator),
         )
+
+    def _encode_global(self, canvases: np.ndarray, painter: CanvasPainter, generator: torch.Generator) -> torch.Tensor:
+        """(g, H, W, 3) global canvases -> (S, g, C, h, w) latents of the model's size: S = 1, or one
+        row per spatial window on a tiled canvas with ``crop`` global frames."""
+        tiles = self.tiles(painter)
+        if tiles is not None and self.tiling.global_frames == "resize":
+            canvases = shrink_to(canvases, self.canvas_size)
+        glob = self._encode(canvases, generator)
+        if tiles is None or self.tiling.global_frames == "resize":
+            return rearrange(glob, "g c h w -> 1 g c h w")
+        return torch.stack([glob[..., w.box.y0 : w.box.y1, w.box.x0 : w.box.x1] for w in tiles.windows])
 
     def _encode(self, canvases: np.ndarray | list[np.ndarray], generator: torch.Generator) -> torch.Tensor:
         return self.autoencoder.encode(to_model_range(canvases).to(self.device), generator)
@@ -468,13 +528,16 @@ class OutpaintingPipeline:
         init = rearrange(torch.stack(starts), "b f c h w -> b c f h w").to(device) if starts else None
         b = len(windows)
         generators = [torch.Generator(device).manual_seed(window_seed(self.sampling.seed, w.index)) for w in windows]
+        tiles = self.tiles(painter)
+        calls_per_step = 1 if tiles is None else -(-b * len(tiles.windows) // self.schedule.max_batch)
 
         def count_step(i: int, n: int) -> None:
-            self.unet_calls += 1
+            self.unet_calls += calls_per_step
             if on_step is not None:
                 on_step(i, n)
 
-        out = sample_latents(
+        sample = sample_latents if tiles is None else self._tiled_sampler(tiles, conditioning)
+        out = sample(
             self.unet,
             scheduler_for(self.sampling),
             condition,
@@ -496,3 +559,19 @@ class OutpaintingPipeline:
             new = list(window.generates)
             latents.generated.write(new, rearrange(out[k, :, [position[f] for f in new]], "c f h w -> f c h w"))
         return out
+
+    def _tiled_sampler(self, tiles: VideoTiles, conditioning: VideoConditioning):
+        """:func:`~lightning_m3ddm.sampling.sample_latents` on the tiled canvas: the windows merged
+        at every step, each with its global tokens; the coherence pass's steps skipped."""
+        tokens = conditioning.tokens
+        if len(tokens) == 1:
+            tokens = tokens.expand(len(tiles.windows), -1, -1)
+
+        def sample(unet, scheduler, condition, null, _tokens, _null_tokens, fps, *, num_steps, **kwargs):
+            return sample_tiled_latents(
+                unet, scheduler, condition, null, tokens, conditioning.null_tokens[0], fps, tiles.windows,
+                tiles.weights, max_batch=self.schedule.max_batch, num_steps=num_steps,
+                start_step=self.tiling.start_step(num_steps), **kwargs,
+            )
+
+        return sample

@@ -44,6 +44,7 @@ from lightning_m3ddm.predict.pipeline import (
     OutpaintingPipeline,
     SamplingConfig,
 )
+from lightning_m3ddm.predict.tiling import TilingConfig
 from lightning_m3ddm.predict.video_stream import SourceInfo, probe_source
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ class M3DDMPredictor(L.LightningModule):
         dtype: UNet weights' dtype (``float16`` halves GPU memory).
         work_dir: folder for the per-video latent files (default: system temp).
         progress: per-video progress bar over levels, windows and steps (None: on a terminal).
+        tiling: generate on a canvas ``tiling.scale`` times ``canvas_size`` as overlapping
+            model-size windows (default: scale 1, the model's canvas).
     """
 
     def __init__(
@@ -179,6 +182,7 @@ class M3DDMPredictor(L.LightningModule):
         dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         work_dir: str | None = None,
         progress: bool | None = None,
+        tiling: TilingConfig = TilingConfig(),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["autoencoder"])
@@ -211,6 +215,7 @@ class M3DDMPredictor(L.LightningModule):
             pad_short_windows=pad_short_windows,
             work_dir=work_dir,
             progress=progress,
+            tiling=tiling,
         )
 
     def forward(self, *args, **kwargs):

@@ -76,7 +76,7 @@ class CanvasRecipe:
     def of(cls, pipeline) -> "CanvasRecipe":
         """The settings of an :class:`~lightning_m3ddm.predict.pipeline.OutpaintingPipeline`."""
         return cls(
-            canvas_size=tuple(pipeline.canvas_size),
+            canvas_size=tuple(pipeline.generation_canvas),  # larger than the model's when tiled
             crop_mode=pipeline.crop_mode,
             downscale=pipeline.autoencoder.downscale,
             inpaint_radius=pipeline.sampling.inpaint_radius,
