@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder, StableDiffusionVAE
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.geometry import parse_ratio
-from lightning_m3ddm.lit_module import UNetInit
+from lightning_m3ddm.weights import UNetInit
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.pipeline import SamplingConfig

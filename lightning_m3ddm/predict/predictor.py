@@ -30,10 +30,8 @@ import lightning as L
 import torch
 
 from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
-from lightning_m3ddm.checkpoints import CheckpointError, load_official_unet
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import CANVAS_SIZE, CropMode, Target, is_copy_through
-from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpoint_noise_schedule, load_pretrained_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError
@@ -44,6 +42,8 @@ from lightning_m3ddm.predict.pipeline import (
     SamplingConfig,
 )
 from lightning_m3ddm.predict.video_stream import SourceInfo, probe_source
+from lightning_m3ddm import weights as weights_module
+from lightning_m3ddm.weights import UNetInit, checkpoint_autoencoder, checkpoint_noise_schedule
 
 log = logging.getLogger(__name__)
 
@@ -106,39 +106,8 @@ def weight_defaults(
 def build_unet(
     weights: UNetInit, config: dict[str, Any] | None, latent_channels: int, init_seed: int = 0
 ) -> M3DDMUNet:
-    """The UNet from ``weights``, checked against the autoencoder's latent channels."""
-    c = latent_channels
-    if weights.source == "config":
-        fields = dict(in_channels=2 * c + 1, out_channels=c, global_latent_channels=c)
-        fields.update(config or {})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            unet = M3DDMUNet(**fields)
-    elif weights.source == "stable_diffusion":
-        raise CheckpointError(
-            "weights.source='stable_diffusion' has untrained temporal layers and cannot outpaint; "
-            "use 'official' (the released M3DDM folder) or 'pretrained' (a checkpoint of this framework)"
-        )
-    elif weights.path is None:
-        raise CheckpointError(f"weights.source={weights.source!r} needs weights.path")
-    elif weights.source == "official":
-        unet = load_official_unet(weights.path)
-    elif weights.source == "pretrained":
-        unet = load_pretrained_unet(weights.path)
-    else:
-        raise CheckpointError(f"unknown weights.source {weights.source!r}")
-    if unet.config.out_channels != c or unet.config.in_channels != 2 * c + 1:
-        if weights.source == "official":
-            fix = "the released weights need model.autoencoder = StableDiffusionVAE(path to a Stable Diffusion folder)"
-        else:  # a checkpoint of this framework records its autoencoder; a config's one overrides it
-            fix = (
-                "leave the autoencoder unset (--model.init_args.autoencoder=null) to use the one the checkpoint "
-                "was trained with"
-            )
-        raise CheckpointError(
-            f"the UNet takes {unet.config.in_channels} input / {unet.config.out_channels} output channels, but the "
-            f"autoencoder has {c} latent channels (needs {2 * c + 1} / {c}): {fix}"
-        )
+    """The UNet from ``weights`` for sampling (eval mode, frozen), drawn from ``init_seed`` when fresh."""
+    unet = weights_module.build_unet(weights, config, latent_channels, init_seed=init_seed, for_sampling=True)
     return unet.eval().requires_grad_(False)
 
 
