@@ -201,6 +201,8 @@ class TrainedModel:
         defaults: the pipeline settings it was trained for (``sampling``, ``schedule``,
             ``global_frames``, ``canvas_size``), as plain data.
         card: provenance (training steps, config), as stored in the export.
+        released: the released M3DDM weights, which sample with the released script's
+            settings (see :func:`~lightning_m3ddm.predict.pipeline.weight_defaults`).
     """
 
     unet: M3DDMUNet
@@ -208,6 +210,7 @@ class TrainedModel:
     noise_schedule: NoiseSchedule | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
+    released: bool = False
 
 
 def trained_defaults(hparams: dict, data_hparams: dict | None) -> dict[str, Any]:
@@ -253,7 +256,7 @@ def read_trained_model(path: str | Path) -> TrainedModel:
     if path.is_dir():
         if (path / "config.json").is_file() and read_config(path).get("_class_name") == M3DDMUNet.__name__:
             return TrainedModel(M3DDMUNet.from_pretrained(path))  # a bare save_pretrained UNet
-        return TrainedModel(load_official_unet(path))
+        return TrainedModel(load_official_unet(path), released=True)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such folder or checkpoint file")
     ckpt = read_checkpoint(path)
@@ -288,7 +291,10 @@ def _plain(value):
 
 
 def export_checkpoint(
-    ckpt_path: str | Path, output_dir: str | Path, dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    ckpt_path: str | Path,
+    output_dir: str | Path,
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    notes: str | None = None,
 ) -> Path:
     """Write a framework ``.ckpt`` as a folder that :func:`read_trained_model` reads.
 
@@ -300,6 +306,7 @@ def export_checkpoint(
 
     Args:
         dtype: of the stored UNet weights (``float16`` halves the size; loaded back as float32).
+        notes: Markdown appended to the model card (e.g. the command and data that made it).
     """
     import shutil
     import tempfile
@@ -324,7 +331,7 @@ def export_checkpoint(
             "card": {**model.card, "source": ckpt_path.name, "dtype": dtype},
         }
         (tmp / PIPELINE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        (tmp / MODEL_CARD).write_text(model_card(settings))
+        (tmp / MODEL_CARD).write_text(model_card(settings) + (f"\n{notes.strip()}\n" if notes else ""))
         if output_dir.exists():
             output_dir.rmdir()
         tmp.rename(output_dir)

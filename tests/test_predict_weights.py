@@ -11,14 +11,19 @@ from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder, StableDiffus
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.geometry import parse_ratio
 from lightning_m3ddm.weights import UNetInit
+from lightning_m3ddm.weights import build_unet as build_any_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.pipeline import SamplingConfig
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.predict.pipeline import GlobalFramesConfig
-from lightning_m3ddm.predict.predictor import M3DDMPredictor, build_unet, weight_defaults
+from lightning_m3ddm.predict.predictor import M3DDMPredictor, weight_defaults
 from lightning_m3ddm.predict.sample_videos import write_sample_video
 from lightning_m3ddm.predict.writer import OutpaintingWriter
+
+def build_unet(weights, config, channels, seed=0):
+    return build_any_unet(weights, config, channels, init_seed=seed, for_sampling=True)
+
 
 GOLDEN = Path(__file__).parent / "data" / "official_golden_tiny"  # the released UNet's layout, small
 SMALL = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
