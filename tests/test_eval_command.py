@@ -283,7 +283,7 @@ def test_dense_and_coarse_to_fine_plans():
 
 def test_clip_in_memory_is_the_pipeline_source_bit_exact():
     from lightning_m3ddm.predict.errors import VideoInputError
-    from lightning_m3ddm.predict.video_stream import SourceInfo, iter_source_frames
+    from lightning_m3ddm.video.stream import SourceInfo, iter_source_frames
 
     frames = np.random.default_rng(0).integers(0, 256, (7, 24, 40, 3), dtype=np.uint8)
     info = SourceInfo.from_frames(frames, 30000 / 1001)

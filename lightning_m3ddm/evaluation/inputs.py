@@ -40,7 +40,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -262,7 +262,7 @@ def read_video(video: EvalVideo, size: int, fit: str = "resize") -> VideoFrames:
         fps = float(video.fps or DAVIS_FPS)
     else:
         from lightning_m3ddm.predict.errors import VideoInputError
-        from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_source
+        from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 
         try:
             info = probe_source(video.path)

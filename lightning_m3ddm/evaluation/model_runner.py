@@ -33,7 +33,7 @@ import numpy as np
 
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import Padding
-from lightning_m3ddm.predict.video_stream import SourceInfo
+from lightning_m3ddm.video.stream import SourceInfo
 
 from .protocols import MaskBands, MaskProtocol
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
 from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
 from lightning_m3ddm.predict.errors import PredictConfigError
 

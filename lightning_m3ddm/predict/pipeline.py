@@ -58,7 +58,6 @@ from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uin
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
-from lightning_m3ddm.predict.video_stream import Mp4Writer, SourceInfo, even_frame, iter_source_frames, probe_source
 from lightning_m3ddm.sampling import (
     START_MODES,
     Guidance,
@@ -67,6 +66,7 @@ from lightning_m3ddm.sampling import (
     make_scheduler,
     sample_latents,
 )
+from lightning_m3ddm.video.stream import Mp4Writer, SourceInfo, even_frame, iter_source_frames, probe_source
 from lightning_m3ddm.weights import TrainedModel, UNetInit, build_unet, check_channels, read_trained_model
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from lightning_m3ddm.predict.pipeline import (
     build_pipeline,
     weight_defaults,  # noqa: F401  (importable from here)
 )
-from lightning_m3ddm.predict.video_stream import SourceInfo, probe_source
+from lightning_m3ddm.video.stream import SourceInfo, probe_source
 from lightning_m3ddm.weights import UNetInit
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """OutpaintingWriter: writes ``DIR/<stem>_<ratio>.mp4`` for every prediction, records failures.
 
 For each video it streams the source a second time next to the decoded canvases and
-writes every target at once (one :class:`~lightning_m3ddm.predict.video_stream.Mp4Writer`
+writes every target at once (one :class:`~lightning_m3ddm.video.stream.Mp4Writer`
 per target, audio carried over), then deletes the video's latents. A failure (from
 the predictor or while writing) is logged as one line naming the file and kept in
 :attr:`OutpaintingWriter.failures`; the CLI exits non-zero when there is any. Outputs
@@ -24,7 +24,7 @@ from lightning_m3ddm.geometry import output_filename
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
 from lightning_m3ddm.predict.errors import PredictConfigError, PredictError
 from lightning_m3ddm.predict.predictor import VideoPrediction
-from lightning_m3ddm.predict.video_stream import Mp4Writer, copy_through, iter_source_frames
+from lightning_m3ddm.video.stream import Mp4Writer, copy_through, iter_source_frames
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import torch
 
 from lightning_m3ddm.data.clips import ClipConfig, crop_plan, load_clip_example
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames, write_synthetic_video, write_truncated_copy
-from lightning_m3ddm.data.video_io import (
+from lightning_m3ddm.video.decode import (
     VideoDecodeError,
     center_crop_plan,
     decode_frames,

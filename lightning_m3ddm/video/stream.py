@@ -32,7 +32,7 @@ import av
 import cv2
 import numpy as np
 
-from lightning_m3ddm.data.video_io import VideoDecodeError, iter_frames, probe_video
+from lightning_m3ddm.video.decode import VideoDecodeError, iter_frames, probe_video
 from lightning_m3ddm.predict.errors import VideoInputError
 
 log = logging.getLogger(__name__)
