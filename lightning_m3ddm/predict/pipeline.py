@@ -42,6 +42,7 @@ from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.coarse_to_fine import Plan, ScheduleConfig, Window, batch_level, level_fps, model_slots
 from lightning_m3ddm.conditioning import Condition, black_frame_latent, null_condition
+from lightning_m3ddm.data.sampling import global_frame_indices
 from lightning_m3ddm.geometry import (
     CANVAS_SIZE,
     AspectRatio,
@@ -58,110 +59,11 @@ from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uin
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
-from lightning_m3ddm.sampling import (
-    START_MODES,
-    Guidance,
-    NoiseSchedule,
-    denoising_timesteps,
-    make_scheduler,
-    sample_latents,
-)
+from lightning_m3ddm.sampling import Guidance, SamplingConfig, sample_latents, scheduler_for
 from lightning_m3ddm.video.stream import Mp4Writer, SourceInfo, even_frame, iter_source_frames, probe_source
 from lightning_m3ddm.weights import TrainedModel, UNetInit, build_unet, check_channels, read_trained_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How each window is denoised.
-
-    Attributes:
-        scheduler: ``ddpm`` (paper Appendix C.2), ``pndm`` (released script), ``ddim``, ``dpm++``;
-            None: chosen by the predictor from the weights (``pndm`` for the released
-            weights, as the released script), else ``ddpm``.
-        start: where sampling starts (:func:`~lightning_m3ddm.sampling.denoising_timesteps`):
-            ``full``: the start latents noised to the first timestep, every timestep
-            stepped; ``released``: the released pipeline's start (PNDM, 50 steps: noised to
-            t = 961, stepping over ``timesteps[1:]``); None: ``released`` for ``pndm``
-            (the only scheduler the released script runs), ``full`` for the others.
-        num_inference_steps: 50 (paper Appendix C.2 and released script).
-        guidance_context: s1 of eq. 4, video context; 2 (paper 3.2.3 / C.2).
-        guidance_global: s2 of eq. 4, global frames; 4 (paper C.2).
-        init: ``inpaint``: start from the encoded Telea-inpainted frames noised to the
-            first timestep (paper Appendix D; released ``use_add_noise=True``);
-            ``noise``: pure Gaussian noise.
-        inpaint_radius: OpenCV inpainting radius (released script: 5).
-        seed: base seed; window ``i`` samples with its own generator seeded by (seed, i).
-        prediction_type: what the UNet predicts, ``epsilon`` (paper, released model) or
-            ``v_prediction``; None: as recorded in a framework ``.ckpt``, else ``epsilon``.
-        timestep_spacing: diffusers' placement of the inference timesteps: ``leading``
-            (Stable Diffusion's, which the released script uses), ``trailing`` (the first
-            step at t = T - 1, from pure noise: much better with few steps, Lin et al.,
-            "Common diffusion noise schedules and sample steps are flawed", WACV 2024) or
-            ``linspace``; None: the scheduler's Stable Diffusion setting (``trailing`` with
-            a zero-terminal-SNR schedule).
-        rescale_betas_zero_snr: the schedule the model was trained with
-            (:class:`~lightning_m3ddm.sampling.NoiseSchedule`); None: as recorded in a
-            framework ``.ckpt``, else off.
-    """
-
-    scheduler: str | None = None
-    start: Literal["full", "released"] | None = None
-    num_inference_steps: int = 50
-    guidance_context: float = 2.0
-    guidance_global: float = 4.0
-    init: Literal["inpaint", "noise"] = "inpaint"
-    inpaint_radius: int = 5
-    seed: int = 0
-    prediction_type: Literal["epsilon", "v_prediction"] | None = None
-    timestep_spacing: Literal["leading", "trailing", "linspace"] | None = None
-    rescale_betas_zero_snr: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.init not in ("inpaint", "noise"):
-            raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
-        if self.start not in (None, *START_MODES):
-            raise ValueError(f"sampling.start must be one of {START_MODES} or null, got {self.start!r}")
-        self.noise_schedule()  # fail early on an unknown prediction type or a bad combination
-        scheduler_for(self)  # fail early on an unknown name or spacing
-        try:
-            self.steps_per_window()
-        except ValueError:
-            raise ValueError(
-                f"sampling.start 'released' skips the first of the {self.num_inference_steps} step(s) of "
-                f"{self.scheduler_name}, leaving none: use num_inference_steps >= 2 or start: full"
-            ) from None
-
-    def noise_schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(
-            # a zero-terminal-SNR schedule is only trained with v-prediction
-            prediction_type=self.prediction_type or ("v_prediction" if self.rescale_betas_zero_snr else "epsilon"),
-            rescale_betas_zero_snr=bool(self.rescale_betas_zero_snr),
-        )
-
-    @property
-    def start_mode(self) -> str:
-        """``start``, or its default for the scheduler."""
-        if self.start is not None:
-            return self.start
-        return "released" if self.scheduler_name == "pndm" else "full"
-
-    @property
-    def scheduler_name(self) -> str:
-        return (self.scheduler or "ddpm").lower()
-
-    def steps_per_window(self) -> int:
-        """UNet calls per window (PNDM's 50 steps take 51 timesteps; ``released`` skips one)."""
-        scheduler = scheduler_for(self)
-        scheduler.set_timesteps(self.num_inference_steps)
-        return len(denoising_timesteps(scheduler.timesteps, self.num_inference_steps, self.start_mode)[1])
-
-    @property
-    def guidance(self) -> Guidance:
-        return Guidance(context=self.guidance_context, global_frames=self.guidance_global)
 
 
 @dataclass(frozen=True)
@@ -187,11 +89,6 @@ class GlobalFramesConfig:
             raise ValueError(f"global frame mode must be 'masked', 'resize' or null, got {self.mode!r}")
 
 
-def scheduler_for(sampling: SamplingConfig):
-    """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
-    return make_scheduler(sampling.scheduler_name, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)
-
-
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.
 ENCODE_STREAM = 2**31 - 1
 
@@ -199,11 +96,6 @@ ENCODE_STREAM = 2**31 - 1
 def window_seed(seed: int, window_index: int) -> int:
     """Seed of one window's generator: depends on (seed, window index) only, not on batching."""
     return int(np.random.SeedSequence([seed, window_index]).generate_state(1)[0])
-
-
-def global_frame_indices(num_frames: int, count: int) -> np.ndarray:
-    """``count`` frame indices spread over the video, first and last included (released script)."""
-    return np.linspace(0, num_frames - 1, count).astype(int)
 
 
 @dataclass
@@ -371,7 +263,7 @@ class OutpaintingPipeline:
         try:
             generator = torch.Generator(self.device).manual_seed(window_seed(self.sampling.seed, ENCODE_STREAM))
             global_index = global_frame_indices(info.num_frames, self.global_frames.count)
-            wanted = set(global_index.tolist())
+            wanted = set(global_index)
             global_canvases: dict[int, np.ndarray] = {}
             context, start, frames = [], [], []
             for i, frame in enumerate(iter_source_frames(info)):
