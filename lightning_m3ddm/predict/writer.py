@@ -36,7 +36,7 @@ def check_output_dir(path: str | os.PathLike | None) -> Path:
         PredictConfigError: naming the folder and the reason.
     """
     if path is None or str(path) == "":
-        raise PredictConfigError("no output folder given (--output_dir DIR)")
+        raise PredictConfigError("no output folder given: --output_dir DIR")
     folder = Path(path).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
