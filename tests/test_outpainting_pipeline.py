@@ -3,7 +3,6 @@ frames in memory and files, `export`, `predict --ckpt_path`, and the README's ex
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import av
@@ -18,17 +17,9 @@ from lightning_m3ddm.cli import main
 from lightning_m3ddm.predict.sample_videos import write_sample_video
 from lightning_m3ddm.weights import trained_defaults
 
+from test_predict_weights import SMALL, _one_thread  # noqa: F401  (the tiny UNet; one thread per test)
+
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
-             cross_attention_dim=8, temporal_position_embed_dim=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

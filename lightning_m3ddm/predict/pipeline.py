@@ -20,6 +20,11 @@ Three passes, memory bounded whatever the length (the per-frame latents live on 
 3. **Decode** (:meth:`OutpaintedVideo.canvas_frames`): the generated latents are decoded
    in chunks, in frame order, for the writer to composite while it streams the source
    a second time.
+
+From Python, :meth:`OutpaintingPipeline.from_pretrained` / :meth:`~OutpaintingPipeline.from_config`
+build one and calling it runs the three passes on a file or on frames in memory and
+composites the result (:class:`OutpaintingResult`); ``predict`` and ``evaluate`` run the
+same :meth:`~OutpaintingPipeline.outpaint`.
 """
 
 from __future__ import annotations
