@@ -286,7 +286,14 @@ def _card(ckpt: dict, is_ema: bool) -> dict[str, Any]:
 
 
 def _plain(value):
-    """JSON-ready copy (tuples become lists, unknown objects their repr)."""
+    """JSON-ready copy (tuples become lists, unknown objects their repr); absolute paths of
+    the training machine are cut to their last component, as they mean nothing elsewhere."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        return f".../{Path(value).name}"
     return json.loads(json.dumps(value, default=repr))
 
 
@@ -323,7 +330,8 @@ def export_checkpoint(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        model.unet.to(dtypes[dtype]).save_pretrained(tmp / UNET_FOLDER, safe_serialization=True)
+        # nn.Module.to: diffusers warns on every cast, the stored dtype is the point here
+        torch.nn.Module.to(model.unet, dtypes[dtype]).save_pretrained(tmp / UNET_FOLDER, safe_serialization=True)
         settings = {
             "autoencoder": model.autoencoder.spec() if model.autoencoder is not None else None,
             "noise_schedule": asdict(model.noise_schedule) if model.noise_schedule is not None else None,
