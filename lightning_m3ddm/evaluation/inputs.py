@@ -261,7 +261,7 @@ def read_video(video: EvalVideo, size: int, fit: str = "resize") -> VideoFrames:
         source: Iterator[np.ndarray] = _image_frames(video)
         fps = float(video.fps or DAVIS_FPS)
     else:
-        from lightning_m3ddm.predict.errors import VideoInputError
+        from lightning_m3ddm.video.errors import VideoInputError
         from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 
         try:

@@ -62,9 +62,9 @@ from lightning_m3ddm.geometry import (
 )
 from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uint8
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
-from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import VideoLatents
 from lightning_m3ddm.sampling import Guidance, SamplingConfig, sample_latents, scheduler_for
+from lightning_m3ddm.video.errors import VideoInputError
 from lightning_m3ddm.video.stream import Mp4Writer, SourceInfo, even_frame, iter_source_frames, probe_source
 from lightning_m3ddm.weights import TrainedModel, UNetInit, build_unet, check_channels, read_trained_model
 

@@ -33,7 +33,7 @@ from lightning_m3ddm.autoencoders import Autoencoder
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import CropMode, Target, is_copy_through
 from lightning_m3ddm.predict.datamodule import VideoJob
-from lightning_m3ddm.predict.errors import PredictError
+from lightning_m3ddm.predict.errors import VIDEO_FAILURES
 from lightning_m3ddm.predict.pipeline import (
     GlobalFramesConfig,
     OutpaintedVideo,
@@ -143,7 +143,7 @@ class M3DDMPredictor(L.LightningModule):
             generate = tuple(t for t in job.targets if t not in copy)
             video = self.pipeline.outpaint(info, generate) if generate else None
             return VideoPrediction(job, info, video, copy, generate)
-        except PredictError as err:
+        except VIDEO_FAILURES as err:
             return VideoPrediction(job, error=str(err))
         except Exception as err:  # keep the other videos going; the traceback goes to the log
             log.exception("%s: outpainting failed", job.path)

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_m3ddm.geometry import output_filename
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
-from lightning_m3ddm.predict.errors import PredictConfigError, PredictError
+from lightning_m3ddm.predict.errors import VIDEO_FAILURES, PredictConfigError, PredictError
 from lightning_m3ddm.predict.predictor import VideoPrediction
 from lightning_m3ddm.video.stream import Mp4Writer, copy_through, iter_source_frames
 
@@ -116,7 +116,7 @@ class OutpaintingWriter(BasePredictionWriter):
                 log.info("wrote %s", path)
             return paths
         except Exception as err:
-            if isinstance(err, PredictError):
+            if isinstance(err, VIDEO_FAILURES):
                 message = str(err)
             elif isinstance(err, OSError):  # disk full, permissions: the cause is the message
                 message = f"{prediction.job.path}: cannot write the output: {err.strerror or err} ({err.filename or folder})"

@@ -4,5 +4,7 @@
   sequential), resize/crop plans, streaming iteration, lossless-enough test encodes;
 * :mod:`.stream` -- a prediction source (:class:`~.stream.SourceInfo`: a probed file, or
   frames held in memory), decoding it front to back with bounded memory, and H.264 mp4
-  writing with the source's audio carried over, atomically.
+  writing with the source's audio carried over, atomically;
+* :mod:`.errors` -- :class:`~.errors.VideoDecodeError` and :class:`~.errors.VideoInputError`,
+  one line each naming the file.
 """

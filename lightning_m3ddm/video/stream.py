@@ -32,8 +32,8 @@ import av
 import cv2
 import numpy as np
 
-from lightning_m3ddm.video.decode import VideoDecodeError, iter_frames, probe_video
-from lightning_m3ddm.predict.errors import VideoInputError
+from lightning_m3ddm.video.decode import iter_frames, probe_video
+from lightning_m3ddm.video.errors import VideoDecodeError, VideoInputError
 
 log = logging.getLogger(__name__)
 
