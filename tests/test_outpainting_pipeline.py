@@ -144,3 +144,12 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     frames = namespace["result"].frames
     assert frames.dtype == np.uint8 and frames.ndim == 4 and abs(frames.shape[2] / frames.shape[1] - 9 / 16) < 0.02
+
+
+def test_from_config_reads_a_predict_config():
+    pipe = OutpaintingPipeline.from_config(ROOT / "configs" / "predict_tiny.yaml")
+    assert list(pipe.unet.config.block_out_channels) == [32] * 4  # the config's fresh weights
+    assert pipe.autoencoder.downscale == 8 and pipe.canvas_size == (64, 64)
+    assert pipe.sampling.num_inference_steps == 2 and pipe.schedule.strides == (15, 5, 1)
+    again = OutpaintingPipeline.from_config(ROOT / "configs" / "predict_tiny.yaml")
+    assert _same_weights(pipe.unet, again.unet)  # drawn from init_seed
