@@ -148,3 +148,13 @@ def test_unset_settings_follow_the_weights(source, expected):
 def test_released_start_with_one_step_is_a_clear_error():
     with pytest.raises(ValueError, match="use num_inference_steps >= 2 or start: full"):
         SamplingConfig(scheduler="pndm", num_inference_steps=1)
+
+
+def test_from_pretrained_takes_the_released_layout_with_a_stable_diffusion_vae(sd_folder):
+    from lightning_m3ddm import OutpaintingPipeline
+
+    pipe = OutpaintingPipeline.from_pretrained(GOLDEN, autoencoder=StableDiffusionVAE(sd_folder), canvas_size=64)
+    assert list(pipe.unet.config.block_out_channels) == [16] * 4 and pipe.autoencoder.latent_channels == 4
+    assert pipe.sampling.prediction_type is None and pipe.schedule.window == 16  # the paper's, nothing recorded
+    # the released weights sample as the released script runs them
+    assert (pipe.sampling.scheduler, pipe.schedule.compat, pipe.global_frames.mode) == ("pndm", "released", "resize")
