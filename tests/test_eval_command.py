@@ -330,7 +330,7 @@ def test_resolve_videos_layouts_and_errors(tmp_path):
     videos = resolve_videos([str(root), str(tmp_path / "empty"), str(tmp_path / "nothing*.mp4"), str(root / "dog")])
     assert [(v.name, v.kind, v.error is None) for v in videos] == [
         ("car-roundabout", "frames", True), ("clip", "file", True), ("dog", "frames", True),
-        ("empty", "frames", False), ("nothing*", "file", False), ("dog~2", "frames", True),
+        ("empty", "frames", False), ("nothing*", "file", False), ("dog-2", "frames", True),
     ]
     assert "holds no frame images" in videos[3].error and "no file or frame folder matches" in videos[4].error
     frames = read_video(videos[2], 8).frames
