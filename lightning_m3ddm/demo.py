@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SAMPLE_CLIP = EXAMPLES / "carphone_176x144_30fps_120f.mp4"
 TINY_MODEL = EXAMPLES / "tiny_model"
-# The tiny model's best-scoring setting (benchmarks/README.md, "Proof of learning"): its one-step
-# estimate from pure noise (DDIM, t = 999), unguided: one UNet branch per window instead of 3 x 25.
+# The tiny model's best-scoring setting (benchmarks/README.md, "Proof of learning", and the
+# model's results.json): its one-step estimate from pure noise (DDIM, t = 999), unguided; also
+# one UNet branch per window instead of 3 x 25.
 DEMO_STEPS = 1
 DEMO_GUIDANCE = (1.0, 1.0)
 
