@@ -34,13 +34,7 @@ from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sa
 from lightning_m3ddm.seeding import stable_seed
 # UNet construction and checkpoint reading live in weights.py (inference uses them without
 # this module); the names stay importable from here for existing code
-from lightning_m3ddm.weights import (  # noqa: F401
-    UNetInit,
-    build_unet,
-    checkpoint_autoencoder,
-    checkpoint_noise_schedule,
-    load_pretrained_unet,
-)
+from lightning_m3ddm.weights import UNetInit, build_unet, load_pretrained_unet  # noqa: F401
 
 
 @dataclass

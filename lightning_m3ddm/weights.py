@@ -154,36 +154,12 @@ def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
     """An export folder, a bare ``save_pretrained`` UNet folder, or the (EMA if kept) UNet of a ``.ckpt``."""
     path = Path(path).expanduser()
     if path.is_dir():
-        return M3DDMUNet.from_pretrained(path / UNET_FOLDER if (path / PIPELINE_FILE).is_file() else path)
+        if (path / PIPELINE_FILE).is_file():
+            return read_trained_model(path).unet  # float32, also when exported as float16
+        return M3DDMUNet.from_pretrained(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained UNet not found: {path}")
     return checkpoint_unet(read_checkpoint(path), path)[0]
-
-
-def _checkpoint_hyperparameters(path: str | Path) -> dict | None:
-    """The ``hyper_parameters`` of a framework ``.ckpt`` (None for other paths, e.g. folders)."""
-    path = Path(path).expanduser()
-    return read_checkpoint(path).get("hyper_parameters", {}) if path.is_file() else None
-
-
-def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
-    """The autoencoder a ``.ckpt`` or export folder was trained with (None when it does not say)."""
-    spec = _trained_settings(path).get("autoencoder")
-    return from_spec(spec) if isinstance(spec, dict) else None
-
-
-def checkpoint_noise_schedule(path: str | Path) -> NoiseSchedule | None:
-    """The noise schedule a ``.ckpt`` or export folder was trained with (None when it does not say)."""
-    schedule = _trained_settings(path).get("noise_schedule")
-    return NoiseSchedule(**schedule) if isinstance(schedule, dict) else None
-
-
-def _trained_settings(path: str | Path) -> dict:
-    path = Path(path).expanduser()
-    if path.is_dir():
-        file = path / PIPELINE_FILE
-        return json.loads(file.read_text()) if file.is_file() else {}
-    return _checkpoint_hyperparameters(path) or {}
 
 
 # -- trained models: UNet + autoencoder + schedule + sampling defaults ----------------------
