@@ -15,7 +15,7 @@ from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.cli import main
 from lightning_m3ddm.predict.sample_videos import write_sample_video
-from lightning_m3ddm.weights import trained_defaults
+from lightning_m3ddm.weights import load_pretrained_unet, trained_defaults
 
 from test_predict_weights import SMALL, _one_thread  # noqa: F401  (the tiny UNet; one thread per test)
 
@@ -62,8 +62,9 @@ def test_export_then_from_pretrained_gives_the_ema_unet(run, tmp_path, capsys):
     card = (tmp_path / "model" / "README.md").read_text()
     assert "after 0 training steps" in card and "ema_decay: 0.9" in card
     assert json.loads((tmp_path / "model" / "pipeline.json").read_text())["card"]["weights"] == "ema"
-    # the .ckpt itself loads the same way
+    # the .ckpt itself loads the same way, and the folder can start a training run
     assert _same_weights(OutpaintingPipeline.from_pretrained(ckpt).unet, module.ema_unet)
+    assert _same_weights(load_pretrained_unet(tmp_path / "model"), module.ema_unet)
     # a non-empty folder is never overwritten
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "model")])
