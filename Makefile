@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean-venv
+.PHONY: install test demo demo-train clean-venv
 
 # torch's CUDA build and its libraries take about 6 GB; say so before pip fails half-way.
 NEED_GB ?= 8
@@ -21,8 +21,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests
 
+# outpaints two clips with the tiny model kept in examples/tiny_model
 demo: $(STAMP)
 	$(PY) -m lightning_m3ddm.demo
+
+# trains that tiny model from scratch first (minutes), then outpaints with it
+demo-train: $(STAMP)
+	$(PY) -m lightning_m3ddm.demo --train
 
 clean-venv:
 	rm -rf $(VENV)

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_prep.sharding import ShardOptions, VideoItem, write_shards  # noqa: E402
-from lightning_m3ddm.data import video_io  # noqa: E402
+from lightning_m3ddm.video import decode as video_io  # noqa: E402
 from lightning_m3ddm.data.augmentation import AugmentationConfig  # noqa: E402
 from lightning_m3ddm.data.clips import ClipConfig, load_clip_example  # noqa: E402
 from lightning_m3ddm.data.datamodule import ClipStream, M3DDMDataModule  # noqa: E402

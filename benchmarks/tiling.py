@@ -53,14 +53,14 @@ from benchmarks.convergence import clip_psnr, temporal_error  # noqa: E402
 from lightning_m3ddm.autoencoders import PatchDCTAutoencoder  # noqa: E402
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig  # noqa: E402
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames  # noqa: E402
-from lightning_m3ddm.data.video_io import encode_video  # noqa: E402
+from lightning_m3ddm.video.decode import encode_video  # noqa: E402
 from lightning_m3ddm.geometry import AspectRatio  # noqa: E402
 from lightning_m3ddm.lit_module import UNetInit  # noqa: E402
 from lightning_m3ddm.predict.composite import NativeCompositor  # noqa: E402
 from lightning_m3ddm.predict.pipeline import GlobalFramesConfig, SamplingConfig  # noqa: E402
 from lightning_m3ddm.predict.predictor import M3DDMPredictor  # noqa: E402
 from lightning_m3ddm.predict.tiling import TilingConfig  # noqa: E402
-from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_source  # noqa: E402
+from lightning_m3ddm.video.stream import iter_source_frames, probe_source  # noqa: E402
 
 MODEL_CANVAS = 64  # the tiny model's training resolution (configs/tiny_cpu.yaml)
 TRAIN_RENDER = 96  # its training videos are rendered at 96 px and shrunk to 64 (synthetic_shards)

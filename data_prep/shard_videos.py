@@ -30,7 +30,7 @@ from data_prep.sharding import (
     run_job,
     sample_key,
 )
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
 
 PATH_COLUMNS = ("path", "video_path", "filepath", "file", "filename", "video", "mp4")
 CAPTION_COLUMNS = ("caption", "text", "name", "title", "description")

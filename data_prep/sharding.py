@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lightning_m3ddm.data.video_io import VideoDecodeError, encode_video, iter_frames, probe_video
+from lightning_m3ddm.video.decode import VideoDecodeError, encode_video, iter_frames, probe_video
 
 SHORT_CLIP_FRAMES = 16  # paper: clips of F = 16 frames; shorter videos are padded at training time
 

@@ -24,6 +24,8 @@ _EXPORTS = {
     "VideoPredictDataModule": "lightning_m3ddm.predict",
     "OutpaintingWriter": "lightning_m3ddm.predict",
     "OutpaintingPipeline": "lightning_m3ddm.predict",
+    "OutpaintingResult": "lightning_m3ddm.predict.pipeline",
+    "export_checkpoint": "lightning_m3ddm.weights",
 }
 
 

@@ -6,7 +6,13 @@ resolved configuration.
 
 ``predict`` also takes ``--input PATHS --target_ratio 9:16 --output_dir DIR`` (see
 :mod:`lightning_m3ddm.predict.cli_args`); it exits with status 1 when some video failed
-and 2 on unusable arguments.
+and 2 on unusable arguments. ``predict --ckpt_path run.ckpt`` outpaints with a training
+checkpoint's (EMA) weights, autoencoder and sampling defaults (the model is
+:class:`~lightning_m3ddm.predict.M3DDMPredictor` unless a config says otherwise).
+
+``export --ckpt_path run.ckpt --output_dir model/`` writes a training checkpoint as a
+folder that :meth:`OutpaintingPipeline.from_pretrained` loads
+(:func:`lightning_m3ddm.weights.export_checkpoint`).
 
 ``evaluate --config configs/eval_X.yaml --output_dir DIR`` scores the model and the
 baselines under the paper's protocols (:mod:`lightning_m3ddm.evaluation.runner`): a
@@ -18,6 +24,9 @@ unusable arguments.
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -87,6 +96,13 @@ class M3DDMCLI(LightningCLI):
             from lightning_m3ddm.predict.cli_args import add_predict_arguments
 
             add_predict_arguments(parser)
+            # `predict --ckpt_path run.ckpt --input ...` needs no config file
+            parser.set_defaults(
+                {
+                    "model": {"class_path": "lightning_m3ddm.predict.M3DDMPredictor"},
+                    "data": {"class_path": "lightning_m3ddm.predict.VideoPredictDataModule"},
+                }
+            )
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -100,7 +116,27 @@ class M3DDMCLI(LightningCLI):
                 from lightning_m3ddm.predict import cli_args
 
                 cli_args.exit_on_bad_arguments(f"--ckpt_path {problem}")
-        super()._parse_ckpt_path()
+        # Lightning would rebuild the training module from the checkpoint's class path, which
+        # cannot predict; predict instead takes the checkpoint as the predictor's weights
+        if subcommand != "predict":
+            return super()._parse_ckpt_path()
+        if not ckpt_path:
+            return None
+        from importlib import import_module
+
+        from lightning_m3ddm.predict import M3DDMPredictor, cli_args
+
+        config = self.config["predict"]
+        model = config["model"]
+        module, _, name = str(model.get("class_path")).rpartition(".")
+        if getattr(import_module(module), name, None) is not M3DDMPredictor:
+            cli_args.exit_on_bad_arguments(f"--ckpt_path needs the M3DDMPredictor model, got {model.get('class_path')}")
+        init_args = model["init_args"]
+        init_args["weights"] = {"source": "pretrained", "path": str(ckpt_path)}
+        init_args["unet"] = None  # the checkpoint's architecture and autoencoder
+        init_args["autoencoder"] = None
+        config["ckpt_path"] = None
+        return None
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
@@ -176,8 +212,35 @@ class M3DDMCLI(LightningCLI):
             raise SystemExit(1)
 
 
-def main(args: list[str] | None = None, **kwargs) -> M3DDMCLI:
+def export_command(args: list[str]) -> None:
+    """``export --ckpt_path run.ckpt --output_dir model/ [--dtype float16] [--notes notes.md]``."""
+    from lightning_m3ddm.checkpoints import CheckpointError
+    from lightning_m3ddm.weights import export_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_m3ddm export",
+        description="Write a training checkpoint as a folder that OutpaintingPipeline.from_pretrained loads.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a .ckpt of this framework's training")
+    parser.add_argument("--output_dir", required=True, help="the folder to write (must not exist, or be empty)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="of the stored UNet weights (float16 halves the size)")
+    parser.add_argument("--notes", type=Path, help="a Markdown file appended to the model card (provenance)")
+    parsed = parser.parse_args(args)
+    try:
+        notes = parsed.notes.read_text() if parsed.notes is not None else None
+        folder = export_checkpoint(parsed.ckpt_path, parsed.output_dir, parsed.dtype, notes=notes)
+    except (CheckpointError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {folder}")
+
+
+def main(args: list[str] | None = None, **kwargs) -> M3DDMCLI | None:
     """The command line; ``kwargs`` go to LightningCLI (e.g. ``run=False`` to only build)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["export"]:
+        return export_command(argv[1:])
     return M3DDMCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -53,6 +53,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_m3ddm.data.sampling import effective_fps
+
 # Paper 3.3 / Fig. 4: "Our model can generate 16 frames at a time".
 WINDOW = 16
 # Released inference script: three levels with frame intervals 15, 5, 1.
@@ -346,7 +348,7 @@ def level_fps(source_fps: float, stride: int) -> int:
     if not (isinstance(source_fps, (int, float)) and math.isfinite(source_fps) and source_fps > 0):
         raise ValueError(f"source fps must be a positive number, got {source_fps!r}")
     _check_int("stride", stride, 1)
-    return max(1, math.floor(source_fps / stride))
+    return effective_fps(source_fps, stride)  # the rule training embeds
 
 
 def model_slots(window: Window, size: int) -> tuple[int, ...]:

@@ -1,12 +1,16 @@
-"""``make demo``: the framework end to end on a CPU, with nothing downloaded.
+"""``make demo``: outpaint two clips with the tiny model this project trained, on a CPU, nothing downloaded.
 
-1. writes shards of generated videos (textured scenes, camera pans, objects crossing the
-   border) and trains the ``configs/tiny_cpu.yaml`` model for a few minutes;
-2. outpaints the repo's sample clip and a held-out generated clip to 9:16 with the trained
-   checkpoint (``configs/predict_tiny.yaml`` with that checkpoint's weights);
-3. writes a side-by-side preview image (source | outpainted) and prints where everything is.
+``make demo`` (``python -m lightning_m3ddm.demo``) loads the exported tiny model of
+``examples/tiny_model`` (its model card says how it was trained), outpaints the sample clip
+and a generated clip to 9:16 with :class:`~lightning_m3ddm.OutpaintingPipeline`, writes a
+side-by-side preview image (source | outpainted) and prints where everything is.
 
-    python -m lightning_m3ddm.demo [--steps 300] [--out outputs/demo]
+``make demo-train`` (``--train``) first trains the ``configs/tiny_cpu.yaml`` model for a few
+minutes on generated videos (``fit``), then outpaints the same clips with that checkpoint
+through ``predict``.
+
+    python -m lightning_m3ddm.demo [--out outputs/demo] [--inference-steps 25]
+    python -m lightning_m3ddm.demo --train [--steps 300]
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CLIP = ROOT / "tests" / "data" / "carphone_176x144_30fps_120f.mp4"
+EXAMPLES = ROOT / "examples"
+SAMPLE_CLIP = EXAMPLES / "carphone_176x144_30fps_120f.mp4"
+TINY_MODEL = EXAMPLES / "tiny_model"
+# The tiny model's best-scoring setting (benchmarks/README.md, "Proof of learning", and the
+# model's results.json): its one-step estimate from pure noise (DDIM, t = 999), unguided; also
+# one UNet branch per window instead of 3 x 25.
+DEMO_STEPS = 1
+DEMO_GUIDANCE = (1.0, 1.0)
 
 
 def _cli(args: list[str], cwd: Path) -> None:
@@ -82,40 +93,79 @@ def predict_args(ckpt: Path, inputs: list[Path], videos_dir: Path, inference_ste
     ]
 
 
+def generated_clip(out: Path) -> Path:
+    """A held-out generated clip (its seed is far from the training videos')."""
+    from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video
+
+    return write_synthetic_video(
+        out / "inputs" / "generated_clip.mp4",
+        SyntheticVideoSpec(width=128, height=96, num_frames=72, fps=24.0, seed=424242),
+    )
+
+
+def outpaint_with_pipeline(
+    model: Path, inputs: list[Path], videos_dir: Path, inference_steps: int, guidance: tuple[float, float] = DEMO_GUIDANCE
+) -> list[Path]:
+    """Each input to 9:16 with the exported model, written as ``<stem>_9-16.mp4``."""
+    from lightning_m3ddm import OutpaintingPipeline
+
+    pipe = OutpaintingPipeline.from_pretrained(model, progress=True)
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in inputs:
+        result = pipe(source, target_ratio="9:16", num_inference_steps=inference_steps, guidance=guidance,
+                      output_path=videos_dir / f"{source.stem}_9-16.mp4")
+        print(f"  {source.name}: {result.timings['total']:.0f} s", flush=True)
+        written.append(result.path)
+    return written
+
+
+def train_then_predict(out: Path, steps: int, inference_steps: int) -> tuple[list[Path], list[Path], dict]:
+    """``make demo-train``: fit the tiny model, then outpaint through ``predict`` with its checkpoint."""
+    print(f"[1/3] training the tiny model for {steps} steps (TensorBoard logs in {out / 'runs'})", flush=True)
+    _cli(fit_args(out, steps), out)
+    ckpt = max((out / "runs").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    print("[2/3] outpainting the sample clip and a generated clip to 9:16", flush=True)
+    inputs = [SAMPLE_CLIP, generated_clip(out)]
+    videos_dir = out / "videos"
+    _cli(predict_args(ckpt, inputs, videos_dir, inference_steps), out)
+    videos = [videos_dir / f"{path.stem}_9-16.mp4" for path in inputs]
+    return inputs, videos, {"checkpoint": ckpt, "TensorBoard": f"tensorboard --logdir {out / 'runs'}"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model")
+    parser.add_argument("--train", action="store_true", help="train the tiny model first (make demo-train)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model (--train)")
+    parser.add_argument("--model", type=Path, default=TINY_MODEL, help="exported model to outpaint with")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
-    parser.add_argument("--inference-steps", type=int, default=25)
+    parser.add_argument("--inference-steps", type=int, default=None,
+                        help=f"sampling steps (default: {DEMO_STEPS}; --train: 25)")
+    parser.add_argument("--guidance", type=float, nargs=2, default=DEMO_GUIDANCE, metavar=("S1", "S2"),
+                        help="guidance scales of eq. 4 (make demo only; the paper's are 2 4)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    print(f"[1/3] training the tiny model for {args.steps} steps (TensorBoard logs in {out / 'runs'})", flush=True)
-    _cli(fit_args(out, args.steps), out)
-    ckpt = max((out / "runs").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if args.train:
+        inputs, videos, extra = train_then_predict(out, args.steps, args.inference_steps or 25)
+    else:
+        print(f"[1/2] outpainting the sample clip and a generated clip to 9:16 with {args.model}", flush=True)
+        inputs = [SAMPLE_CLIP, generated_clip(out)]
+        steps = args.inference_steps or DEMO_STEPS
+        videos = outpaint_with_pipeline(args.model, inputs, out / "videos", steps, tuple(args.guidance))
+        extra = {"model card": args.model / "README.md"}
 
-    print("[2/3] outpainting the sample clip and a generated clip to 9:16", flush=True)
-    from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video
-
-    generated = write_synthetic_video(
-        out / "inputs" / "generated_clip.mp4",
-        SyntheticVideoSpec(width=128, height=96, num_frames=72, fps=24.0, seed=424242),
-    )
-    videos_dir = out / "videos"
-    _cli(predict_args(ckpt, [SAMPLE_CLIP, generated], videos_dir, args.inference_steps), out)
-    results = [(SAMPLE_CLIP, videos_dir / f"{SAMPLE_CLIP.stem}_9-16.mp4"), (generated, videos_dir / "generated_clip_9-16.mp4")]
-
-    print("[3/3] preview", flush=True)
-    image = preview(results, out / "preview.png")
+    print("[3/3] preview" if args.train else "[2/2] preview", flush=True)
+    image = preview(list(zip(inputs, videos)), out / "preview.png")
     minutes = (time.perf_counter() - started) / 60
     print(f"\nDone in {minutes:.1f} min.")
-    print(f"  checkpoint:  {ckpt}")
-    for _, video in results:
+    for video in videos:
         print(f"  video:       {video}")
     print(f"  preview:     {image}")
-    print(f"  TensorBoard: tensorboard --logdir {out / 'runs'}")
+    for name, value in extra.items():
+        print(f"  {name + ':':<12} {value}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from lightning_m3ddm.autoencoders import Autoencoder, from_spec
-from lightning_m3ddm.checkpoints import CheckpointError, inflate_from_stable_diffusion, load_official_unet
 from lightning_m3ddm.conditioning import (
     Condition,
     black_frame_latent,
@@ -31,10 +29,13 @@ from lightning_m3ddm.conditioning import (
     null_condition,
     select,
 )
-from lightning_m3ddm.distributed import full, is_distributed_checkpoint, local, read_distributed_checkpoint
+from lightning_m3ddm.distributed import full, local
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.sampling import Guidance, NoiseSchedule, make_scheduler, sample_latents
 from lightning_m3ddm.seeding import stable_seed
+# UNet construction and checkpoint reading live in weights.py (inference uses them without
+# this module); the names stay importable from here for existing code
+from lightning_m3ddm.weights import UNetInit, build_unet, load_pretrained_unet  # noqa: F401
 
 
 @dataclass
@@ -95,22 +96,6 @@ def lr_multiplier(
         return min(1.0, (step + 1) / warmup)
     progress = min(1.0, (step + 1 - start) / (decay_steps - start))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@dataclass
-class UNetInit:
-    """Where the UNet's weights come from.
-
-    - ``config``: fresh weights from ``unet`` config fields;
-    - ``stable_diffusion``: a local Stable Diffusion 1.x folder, inflated to 3D;
-    - ``official``: the released M3DDM checkpoint folder;
-    - ``pretrained``: a ``save_pretrained`` folder of this framework, or a Lightning
-      ``.ckpt`` of a previous run (its EMA weights when it has them), e.g. the WebVid run
-      that the e-commerce fine-tuning starts from.
-    """
-
-    source: Literal["config", "stable_diffusion", "official", "pretrained"] = "config"
-    path: str | None = None
 
 
 class M3DDMLitModule(L.LightningModule):
@@ -187,25 +172,7 @@ class M3DDMLitModule(L.LightningModule):
     # -- construction -----------------------------------------------------------------------
 
     def _build_unet(self, config: dict[str, Any], init: UNetInit) -> M3DDMUNet:
-        c = self.autoencoder.latent_channels
-        if init.source == "config":
-            fields = dict(in_channels=2 * c + 1, out_channels=c, global_latent_channels=c)
-            fields.update(config)
-            unet = M3DDMUNet(**fields)
-        elif init.path is None:
-            raise ValueError(f"init.source={init.source!r} needs init.path")
-        elif init.source == "stable_diffusion":
-            unet = inflate_from_stable_diffusion(init.path, **config)
-        elif init.source == "official":
-            unet = load_official_unet(init.path)
-        else:
-            unet = load_pretrained_unet(init.path)
-        if unet.config.out_channels != c or unet.config.in_channels != 2 * c + 1:
-            raise ValueError(
-                f"the UNet takes {unet.config.in_channels} input / {unet.config.out_channels} output channels, "
-                f"but the autoencoder has {c} latent channels (needs {2 * c + 1} / {c})"
-            )
-        return unet.train()
+        return build_unet(init, config, self.autoencoder.latent_channels, field_name="init").train()
 
     def configure_model(self) -> None:
         """Shard the UNet (and its EMA copy) when the strategy shards (``M3DDMShardedStrategy``);
@@ -443,55 +410,3 @@ def drop_conditions(
     condition = select(drop_context, null_condition(condition, black_latent), condition)
     global_latents = torch.where(drop_global[:, None, None, None, None], torch.zeros_like(global_latents), global_latents)
     return condition, global_latents, drop_context, drop_global
-
-
-def load_pretrained_unet(path: str | Path) -> M3DDMUNet:
-    """A ``save_pretrained`` folder, or the (EMA if kept) UNet of an M3DDMLitModule checkpoint
-    (a ``.ckpt`` file or a sharded checkpoint folder)."""
-    path = Path(path).expanduser()
-    if is_distributed_checkpoint(path):
-        ckpt = read_distributed_checkpoint(path, prefixes=("unet.", "ema_unet."))
-    elif path.is_dir():
-        return M3DDMUNet.from_pretrained(path)
-    elif not path.is_file():
-        raise CheckpointError(f"pretrained UNet not found: {path}")
-    else:
-        ckpt = _read_checkpoint(path)
-    state = ckpt.get("state_dict", {})
-    hp = ckpt.get("hyper_parameters", {})
-    prefix = "ema_unet." if any(k.startswith("ema_unet.") for k in state) else "unet."
-    unet_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not unet_state:
-        raise CheckpointError(f"{path}: no UNet weights in this checkpoint")
-    config = ckpt.get("m3ddm_unet_config") or hp.get("m3ddm_unet_config")
-    if config is None:
-        raise CheckpointError(f"{path}: checkpoint lacks the UNet config")
-    unet = M3DDMUNet.from_config(config)
-    unet.load_state_dict(unet_state, strict=True)
-    return unet
-
-
-def _read_checkpoint(path: Path) -> dict:
-    # mmap: reading only the hyperparameters of a multi-GB checkpoint does not load its tensors
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({err})") from err
-
-
-def _checkpoint_hyperparameters(path: str | Path) -> dict | None:
-    """The ``hyper_parameters`` of a framework ``.ckpt`` (None for other paths, e.g. folders)."""
-    path = Path(path).expanduser()
-    return _read_checkpoint(path).get("hyper_parameters", {}) if path.is_file() else None
-
-
-def checkpoint_autoencoder(path: str | Path) -> Autoencoder | None:
-    """The autoencoder a framework ``.ckpt`` was trained with (None for other paths)."""
-    spec = (_checkpoint_hyperparameters(path) or {}).get("autoencoder")
-    return from_spec(spec) if isinstance(spec, dict) else None
-
-
-def checkpoint_noise_schedule(path: str | Path) -> NoiseSchedule | None:
-    """The noise schedule a framework ``.ckpt`` was trained with (None for other paths)."""
-    schedule = (_checkpoint_hyperparameters(path) or {}).get("noise_schedule")
-    return NoiseSchedule(**schedule) if isinstance(schedule, dict) else None

@@ -10,7 +10,7 @@ computes ε(∅, c2), which eq. 4 never uses. Any diffusers scheduler works.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
@@ -259,3 +259,100 @@ def sample_latents(
         if on_step is not None:
             on_step(i + 1, len(timesteps))
     return latents
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How each window is denoised.
+
+    Attributes:
+        scheduler: ``ddpm`` (paper Appendix C.2), ``pndm`` (released script), ``ddim``, ``dpm++``;
+            None: chosen by the predictor from the weights (``pndm`` for the released
+            weights, as the released script), else ``ddpm``.
+        start: where sampling starts (:func:`~lightning_m3ddm.sampling.denoising_timesteps`):
+            ``full``: the start latents noised to the first timestep, every timestep
+            stepped; ``released``: the released pipeline's start (PNDM, 50 steps: noised to
+            t = 961, stepping over ``timesteps[1:]``); None: ``released`` for ``pndm``
+            (the only scheduler the released script runs), ``full`` for the others.
+        num_inference_steps: 50 (paper Appendix C.2 and released script).
+        guidance_context: s1 of eq. 4, video context; 2 (paper 3.2.3 / C.2).
+        guidance_global: s2 of eq. 4, global frames; 4 (paper C.2).
+        init: ``inpaint``: start from the encoded Telea-inpainted frames noised to the
+            first timestep (paper Appendix D; released ``use_add_noise=True``);
+            ``noise``: pure Gaussian noise.
+        inpaint_radius: OpenCV inpainting radius (released script: 5).
+        seed: base seed; window ``i`` samples with its own generator seeded by (seed, i).
+        prediction_type: what the UNet predicts, ``epsilon`` (paper, released model) or
+            ``v_prediction``; None: as recorded in a framework ``.ckpt``, else ``epsilon``.
+        timestep_spacing: diffusers' placement of the inference timesteps: ``leading``
+            (Stable Diffusion's, which the released script uses), ``trailing`` (the first
+            step at t = T - 1, from pure noise: much better with few steps, Lin et al.,
+            "Common diffusion noise schedules and sample steps are flawed", WACV 2024) or
+            ``linspace``; None: the scheduler's Stable Diffusion setting (``trailing`` with
+            a zero-terminal-SNR schedule).
+        rescale_betas_zero_snr: the schedule the model was trained with
+            (:class:`~lightning_m3ddm.sampling.NoiseSchedule`); None: as recorded in a
+            framework ``.ckpt``, else off.
+    """
+
+    scheduler: str | None = None
+    start: Literal["full", "released"] | None = None
+    num_inference_steps: int = 50
+    guidance_context: float = 2.0
+    guidance_global: float = 4.0
+    init: Literal["inpaint", "noise"] = "inpaint"
+    inpaint_radius: int = 5
+    seed: int = 0
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    timestep_spacing: Literal["leading", "trailing", "linspace"] | None = None
+    rescale_betas_zero_snr: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.init not in ("inpaint", "noise"):
+            raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
+        if self.start not in (None, *START_MODES):
+            raise ValueError(f"sampling.start must be one of {START_MODES} or null, got {self.start!r}")
+        self.noise_schedule()  # fail early on an unknown prediction type or a bad combination
+        scheduler_for(self)  # fail early on an unknown name or spacing
+        try:
+            self.steps_per_window()
+        except ValueError:
+            raise ValueError(
+                f"sampling.start 'released' skips the first of the {self.num_inference_steps} step(s) of "
+                f"{self.scheduler_name}, leaving none: use num_inference_steps >= 2 or start: full"
+            ) from None
+
+    def noise_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(
+            # a zero-terminal-SNR schedule is only trained with v-prediction
+            prediction_type=self.prediction_type or ("v_prediction" if self.rescale_betas_zero_snr else "epsilon"),
+            rescale_betas_zero_snr=bool(self.rescale_betas_zero_snr),
+        )
+
+    @property
+    def start_mode(self) -> str:
+        """``start``, or its default for the scheduler."""
+        if self.start is not None:
+            return self.start
+        return "released" if self.scheduler_name == "pndm" else "full"
+
+    @property
+    def scheduler_name(self) -> str:
+        return (self.scheduler or "ddpm").lower()
+
+    def steps_per_window(self) -> int:
+        """UNet calls per window (PNDM's 50 steps take 51 timesteps; ``released`` skips one)."""
+        scheduler = scheduler_for(self)
+        scheduler.set_timesteps(self.num_inference_steps)
+        return len(denoising_timesteps(scheduler.timesteps, self.num_inference_steps, self.start_mode)[1])
+
+    @property
+    def guidance(self) -> Guidance:
+        return Guidance(context=self.guidance_context, global_frames=self.guidance_global)
+
+
+def scheduler_for(sampling: SamplingConfig):
+    """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
+    return make_scheduler(sampling.scheduler_name, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers.logger import Logger
 from data_prep.sharding import ShardOptions, VideoItem, write_shards
 from lightning_m3ddm.data.datamodule import M3DDMDataModule, resolve_shards
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video
-from lightning_m3ddm.data.video_io import center_crop_plan, decode_frames
+from lightning_m3ddm.video.decode import center_crop_plan, decode_frames
 
 CARPHONE = Path(__file__).parent / "data" / "carphone_176x144_30fps_120f.mp4"
 TINY = dict(resolution=(48, 64), num_frames=16, num_global_frames=4, shuffle_buffer=4, pin_memory=False)

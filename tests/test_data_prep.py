@@ -12,7 +12,7 @@ import pytest
 
 from data_prep import shard_videos, webvid
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video, write_truncated_copy
-from lightning_m3ddm.data.video_io import probe_video
+from lightning_m3ddm.video.decode import probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 CARPHONE = Path(__file__).parent / "data" / "carphone_176x144_30fps_120f.mp4"

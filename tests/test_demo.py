@@ -1,16 +1,18 @@
-"""`make demo`'s two command lines parse as the CLI reads them, and its preview lays out the pairs."""
+"""`make demo` outpaints with the shipped tiny model and reads nothing under tests/; `make
+demo-train`'s two command lines parse as the CLI reads them; the preview lays out the pairs."""
 
 import contextlib
 import io
 from pathlib import Path
 
+import av
 import cv2
 import pytest
 import yaml
 
 from lightning_m3ddm.cli import main
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, write_synthetic_video
-from lightning_m3ddm.demo import SAMPLE_CLIP, fit_args, predict_args, preview
+from lightning_m3ddm.demo import SAMPLE_CLIP, TINY_MODEL, fit_args, outpaint_with_pipeline, predict_args, preview
 
 
 def _printed_config(args: list[str]) -> dict:
@@ -45,3 +47,20 @@ def test_preview_puts_each_pair_on_a_row_at_the_same_height(tmp_path):
     image = cv2.imread(str(preview([(wide, tall), (tall, tall)], tmp_path / "preview.png", height=40)))
     # rows: 40 px each plus an 8 px gap under each; widest row: 80 + 8 + 20
     assert image.shape == (2 * (40 + 8), 80 + 8 + 20, 3)
+
+
+def test_demo_inputs_live_outside_the_tests():
+    source = (Path(__file__).resolve().parent.parent / "lightning_m3ddm" / "demo.py").read_text()
+    assert '"tests"' not in source and "tests/" not in source
+    assert SAMPLE_CLIP.is_file() and TINY_MODEL.is_dir()
+
+
+def test_shipped_tiny_model_outpaints_and_says_where_it_came_from(tmp_path):
+    card = (TINY_MODEL / "README.md").read_text()
+    for provenance in ("benchmarks/convergence.py", "commit", "results.json", "training steps"):
+        assert provenance in card, provenance
+    clip = write_synthetic_video(tmp_path / "clip.mp4", SyntheticVideoSpec(width=48, height=32, num_frames=6))
+    (video,) = outpaint_with_pipeline(TINY_MODEL, [clip], tmp_path / "videos", inference_steps=1)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.frames == 6 and abs(stream.width / stream.height - 9 / 16) < 0.02

@@ -26,7 +26,7 @@ from lightning_m3ddm.evaluation.config import EvaluationConfig, check_config, ch
 from lightning_m3ddm.evaluation.fvd import uniform_frame_indices
 from lightning_m3ddm.evaluation.inputs import EvalVideo, clip_starts, fit_frame, read_video, resolve_videos
 from lightning_m3ddm.evaluation.metrics import ssim_map, ssim_map_torchmetrics
-from lightning_m3ddm.evaluation.model_runner import bands_padding, plan_key, protocol_schedule, write_lossless_video
+from lightning_m3ddm.evaluation.model_runner import bands_padding, plan_key, protocol_schedule
 from lightning_m3ddm.evaluation.protocols import PROTOCOLS, mask_bands, mask_for, override_protocol
 from lightning_m3ddm.geometry import canvas_layout
 
@@ -281,13 +281,18 @@ def test_dense_and_coarse_to_fine_plans():
     assert plan_key(protocol_schedule(base, davis), 90) == plan_key(protocol_schedule(base, davis, dense=True), 90)
 
 
-def test_lossless_clip_round_trip(tmp_path):
-    from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_source
+def test_clip_in_memory_is_the_pipeline_source_bit_exact():
+    from lightning_m3ddm.predict.errors import VideoInputError
+    from lightning_m3ddm.video.stream import SourceInfo, iter_source_frames
 
     frames = np.random.default_rng(0).integers(0, 256, (7, 24, 40, 3), dtype=np.uint8)
-    info = probe_source(write_lossless_video(frames, tmp_path / "clip.mkv", 30000 / 1001))
+    info = SourceInfo.from_frames(frames, 30000 / 1001)
     assert (info.num_frames, info.width, info.height) == (7, 40, 24) and info.fps == pytest.approx(30000 / 1001)
     assert np.array_equal(np.stack(list(iter_source_frames(info))), frames)
+    with pytest.raises(VideoInputError, match="uint8"):
+        SourceInfo.from_frames(frames.astype(np.float32), 25)
+    with pytest.raises(VideoInputError, match="fps > 0"):
+        SourceInfo.from_frames(frames, None)
 
 
 def test_clip_starts():
@@ -325,7 +330,7 @@ def test_resolve_videos_layouts_and_errors(tmp_path):
     videos = resolve_videos([str(root), str(tmp_path / "empty"), str(tmp_path / "nothing*.mp4"), str(root / "dog")])
     assert [(v.name, v.kind, v.error is None) for v in videos] == [
         ("car-roundabout", "frames", True), ("clip", "file", True), ("dog", "frames", True),
-        ("empty", "frames", False), ("nothing*", "file", False), ("dog~2", "frames", True),
+        ("empty", "frames", False), ("nothing*", "file", False), ("dog-2", "frames", True),
     ]
     assert "holds no frame images" in videos[3].error and "no file or frame folder matches" in videos[4].error
     frames = read_video(videos[2], 8).frames

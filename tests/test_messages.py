@@ -16,12 +16,11 @@ from data_prep.shard_videos import main as shard_main
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.data.synthetic import write_truncated_copy
 from lightning_m3ddm.evaluation.results import write_results
-from lightning_m3ddm.lit_module import UNetInit
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.cli_args import check_predict_arguments
 from lightning_m3ddm.predict.datamodule import resolve_jobs
-from lightning_m3ddm.predict.predictor import build_unet
 from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.weights import UNetInit, build_unet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -156,7 +156,7 @@ def test_canvases_prepared_ahead_equal_the_inline_painting(tmp_path):
     from lightning_m3ddm.predict.datamodule import VideoJob
     from lightning_m3ddm.predict.pipeline import global_frame_indices
     from lightning_m3ddm.predict.preparation import CanvasRecipe, paint_frames, prepare_job
-    from lightning_m3ddm.predict.video_stream import probe_source
+    from lightning_m3ddm.video.stream import probe_source
 
     video = write_sample_video(tmp_path / "clip.mp4", 9, 64, 48)
     recipe = CanvasRecipe((64, 64), "padded", 8, 5, use_start=True, global_count=4, global_mode="resize")

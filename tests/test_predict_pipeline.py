@@ -23,7 +23,7 @@ from lightning_m3ddm.predict.pipeline import (
     scheduler_for,
 )
 from lightning_m3ddm.predict.sample_videos import write_sample_video
-from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_source
+from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 from lightning_m3ddm.sampling import Guidance, guided_noise
 from lightning_m3ddm.testing import randomize_weights
 
@@ -228,8 +228,8 @@ def test_start_latents_are_noised_inpainting_or_pure_noise(video_80):
 
 
 def test_global_frames_spread_and_masked_like_the_context(video_80):
-    assert global_frame_indices(80, 16).tolist() == np.linspace(0, 79, 16).astype(int).tolist()
-    assert global_frame_indices(1, 16).tolist() == [0] * 16
+    assert list(global_frame_indices(80, 16)) == np.linspace(0, 79, 16).astype(int).tolist()
+    assert list(global_frame_indices(1, 16)) == [0] * 16
     for mode in ("masked", "resize"):
         unet = RecordingUNet()
         pipe = make_pipeline(unet, steps=1)

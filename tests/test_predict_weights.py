@@ -10,15 +10,20 @@ from diffusers import AutoencoderKL
 from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder, StableDiffusionVAE
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.geometry import parse_ratio
-from lightning_m3ddm.lit_module import UNetInit
+from lightning_m3ddm.weights import UNetInit
+from lightning_m3ddm.weights import build_unet as build_any_unet
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.pipeline import SamplingConfig
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.predict.pipeline import GlobalFramesConfig
-from lightning_m3ddm.predict.predictor import M3DDMPredictor, build_unet, weight_defaults
+from lightning_m3ddm.predict.predictor import M3DDMPredictor, weight_defaults
 from lightning_m3ddm.predict.sample_videos import write_sample_video
 from lightning_m3ddm.predict.writer import OutpaintingWriter
+
+def build_unet(weights, config, channels, seed=0):
+    return build_any_unet(weights, config, channels, init_seed=seed, for_sampling=True)
+
 
 GOLDEN = Path(__file__).parent / "data" / "official_golden_tiny"  # the released UNet's layout, small
 SMALL = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=8, attention_head_dim=2,
@@ -143,3 +148,13 @@ def test_unset_settings_follow_the_weights(source, expected):
 def test_released_start_with_one_step_is_a_clear_error():
     with pytest.raises(ValueError, match="use num_inference_steps >= 2 or start: full"):
         SamplingConfig(scheduler="pndm", num_inference_steps=1)
+
+
+def test_from_pretrained_takes_the_released_layout_with_a_stable_diffusion_vae(sd_folder):
+    from lightning_m3ddm import OutpaintingPipeline
+
+    pipe = OutpaintingPipeline.from_pretrained(GOLDEN, autoencoder=StableDiffusionVAE(sd_folder), canvas_size=64)
+    assert list(pipe.unet.config.block_out_channels) == [16] * 4 and pipe.autoencoder.latent_channels == 4
+    assert pipe.sampling.prediction_type is None and pipe.schedule.window == 16  # the paper's, nothing recorded
+    # the released weights sample as the released script runs them
+    assert (pipe.sampling.scheduler, pipe.schedule.compat, pipe.global_frames.mode) == ("pndm", "released", "resize")

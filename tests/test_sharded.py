@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_m3ddm import distributed
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.distributed import consolidate_checkpoint, is_distributed_checkpoint, read_distributed_checkpoint
-from lightning_m3ddm.lit_module import load_pretrained_unet
+from lightning_m3ddm.weights import load_pretrained_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sharded_worker  # noqa: E402

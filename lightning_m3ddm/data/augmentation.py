@@ -28,6 +28,8 @@ from enum import Enum
 import torch
 from einops import rearrange, repeat
 
+from lightning_m3ddm.geometry import LATENT_SCALE
+
 SIDES = ("top", "bottom", "left", "right")
 
 
@@ -65,7 +67,7 @@ class MaskConfig:
     p_whole_frame: float = 0.25
     ratio_min: float = 0.15
     ratio_max: float = 0.75
-    grid: int = 8  # SD VAE downsampling factor: masks align with latent cells
+    grid: int = LATENT_SCALE  # SD VAE downsampling factor: masks align with latent cells
 
     def __post_init__(self) -> None:
         _check_distribution("MaskConfig", self.strategy_probabilities())
@@ -151,7 +153,7 @@ def snap_to_grid(pixels: float, grid: int) -> int:
     return max(grid, int(round(pixels / grid)) * grid)
 
 
-def mask_geometry(sides: frozenset[str] | set[str], ratio: float, height: int, width: int, grid: int = 8) -> MaskGeometry:
+def mask_geometry(sides: frozenset[str] | set[str], ratio: float, height: int, width: int, grid: int = LATENT_SCALE) -> MaskGeometry:
     """Band widths for masking ``sides`` with ``ratio`` of each masked axis (see module docstring).
 
     Raises:

@@ -3,7 +3,7 @@
 The frames are resized so the short side covers the output size and cropped
 (centre by default, or at a random position shared by the clip and its global
 frames so both show the same field of view). Only the F + g needed frames are
-converted to RGB; see :mod:`lightning_m3ddm.data.video_io` for decoding.
+converted to RGB; see :mod:`lightning_m3ddm.video.decode` for decoding.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 
 from lightning_m3ddm.data.sampling import SHORT_VIDEO_MODES, global_frame_indices, plan_clip
-from lightning_m3ddm.data.video_io import (
+from lightning_m3ddm.video.decode import (
     FrameIndex,
     ResizeCrop,
     VideoDecodeError,

@@ -53,8 +53,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from lightning_m3ddm.data.augmentation import AugmentationConfig, augment
 from lightning_m3ddm.data.clips import ClipConfig, load_clip_example
 from lightning_m3ddm.data.stream_progress import EpochPlan, StreamProgress, continuation_plan
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
 from lightning_m3ddm.seeding import stable_seed
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,9 @@ def frame_interval(source_fps: float, rate: int, num_video_frames: int, clip_len
 
 
 def effective_fps(source_fps: float, interval: int) -> int:
+    """The fps a clip of frames ``interval`` apart is conditioned on, in training and sampling alike
+    (:func:`lightning_m3ddm.coarse_to_fine.level_fps` uses it): ``floor(source_fps / interval)``,
+    at least 1; the epsilon keeps exact quotients (30 / 3) from flooring down through rounding."""
     return max(1, math.floor(source_fps / interval + 1e-6))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightning_m3ddm.data.video_io import encode_video
+from lightning_m3ddm.video.decode import encode_video
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class EvaluationConfig:
             torchvision's cache file if present, else LPIPS is null with a reason.
         allow_download: let torchvision download the LPIPS backbone.
         telea_radius: inpainting radius of the ``telea`` baseline, pixels.
-        work_dir: folder for temporary files (the model's lossless inputs and latents).
+        work_dir: folder for temporary files (the model's per-clip latents).
     """
 
     protocols: list[str] = field(default_factory=_default_protocols)

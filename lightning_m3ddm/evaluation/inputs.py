@@ -40,7 +40,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.names import unique_name
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -63,7 +64,7 @@ class EvalVideo:
     """One test video: where it is and how to read it (no pixels).
 
     Attributes:
-        name: unique within the run (file stem or folder name; ``name~2`` on a clash).
+        name: unique within the run (file stem or folder name; ``name-2`` on a clash, as predict).
         path: the file or frame folder.
         kind: ``"file"`` or ``"frames"`` (a folder of images).
         fps: frame rate of a frame folder (``frames_fps``); a file's comes from its stream.
@@ -178,9 +179,7 @@ def resolve_videos(
     videos: list[EvalVideo] = []
     taken: dict[str, int] = {}
     for path, kind, error in found:
-        base = _name(path, kind) or "video"
-        taken[base] = taken.get(base, 0) + 1
-        name = base if taken[base] == 1 else f"{base}~{taken[base]}"
+        name = unique_name(_name(path, kind) or "video", taken)
         fps = float(frames_fps) if kind == "frames" else None
         videos.append(EvalVideo(name, str(path), kind, fps, max_frames, error))
     return videos
@@ -261,8 +260,8 @@ def read_video(video: EvalVideo, size: int, fit: str = "resize") -> VideoFrames:
         source: Iterator[np.ndarray] = _image_frames(video)
         fps = float(video.fps or DAVIS_FPS)
     else:
-        from lightning_m3ddm.predict.errors import VideoInputError
-        from lightning_m3ddm.predict.video_stream import iter_source_frames, probe_source
+        from lightning_m3ddm.video.errors import VideoInputError
+        from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 
         try:
             info = probe_source(video.path)

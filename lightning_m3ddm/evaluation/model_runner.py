@@ -8,10 +8,7 @@ pixel of the ground truth.
 
 The clip goes through :meth:`OutpaintingPipeline.outpaint` unchanged (canvas layout,
 masked context and Telea start latents, global frames, the window plan, dual guidance,
-seeds). The pipeline reads its source by streaming a video file, so the known rectangle
-is written to a temporary *lossless* file first (FFV1, RGB: decoded bit-exact, tested);
-at the paper's 256 x 256 that costs milliseconds per clip. (A frame-source hook in the
-pipeline would remove this round trip; it is the only reason for the file.)
+seeds), its known rectangle handed over in memory (:meth:`SourceInfo.from_frames`).
 
 Output frame: the target's crop of the generated canvas (the whole canvas when the
 frame is square), resized to the protocol's frame size when the canvas differs (area
@@ -27,20 +24,16 @@ dense threshold (videos shorter than it are done densely, as the released script
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
-import tempfile
 from dataclasses import replace
-from fractions import Fraction
-from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import Padding
+from lightning_m3ddm.video.stream import SourceInfo
 
 from .protocols import MaskBands, MaskProtocol
 
@@ -78,26 +71,6 @@ def bands_padding(bands: MaskBands) -> Padding:
     return Padding(left=bands.left, right=bands.right, top=bands.top, bottom=bands.bottom)
 
 
-def write_lossless_video(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
-    """RGB uint8 (F, H, W, 3) frames to an FFV1 Matroska file that decodes bit-exact."""
-    path = Path(path)
-    rate = Fraction(fps).limit_denominator(1001)
-    height, width = frames.shape[1:3]
-    with av.open(os.fspath(path), mode="w", format="matroska") as container:
-        stream = container.add_stream("ffv1", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "bgr0"  # FFV1's lossless RGB layout
-        for index, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture.pts = index
-            picture.time_base = 1 / rate
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def canvas_to_frame(canvas: np.ndarray, crop, size: tuple[int, int]) -> np.ndarray:
     """The target's crop of a generated canvas at the evaluation size (width, height)."""
     region = canvas[crop.y0 : crop.y1, crop.x0 : crop.x1]
@@ -115,7 +88,7 @@ class PipelineOutpainter:
         pipeline: the model's pipeline (e.g. ``M3DDMPredictor.pipeline``); its sampling,
             canvas and global-frame settings are used as they are, its schedule is
             replaced per call.
-        work_dir: where the temporary lossless clips go (default: system temp).
+        work_dir: where the per-clip latent files go (default: the pipeline's own).
     """
 
     def __init__(self, pipeline, work_dir: str | os.PathLike | None = None):
@@ -138,25 +111,18 @@ class PipelineOutpainter:
         Returns:
             uint8 (F, H, W, 3): generated bands, ground-truth known rectangle.
         """
-        from lightning_m3ddm.predict.video_stream import probe_source
-
-        count, height, width = frames.shape[:3]
+        height, width = frames.shape[1:3]
         y0, y1, x0, x1 = bands.known_box(height, width)
         target = bands_padding(bands)
-        pipeline = copy.copy(self.pipeline)  # shares the networks; own schedule and call counter
-        pipeline.schedule = schedule
-        with tempfile.TemporaryDirectory(prefix="m3ddm_eval_", dir=self.work_dir) as folder:
-            path = write_lossless_video(frames[:, y0:y1, x0:x1], Path(folder) / "known.mkv", fps)
-            info = probe_source(path)
-            if info.num_frames != count:
-                raise RuntimeError(f"lossless clip holds {info.num_frames} frames, expected {count}")
-            video = pipeline.outpaint(info, [target])
-            try:
-                crop = video.layout.crop_for(target)
-                out = np.empty_like(frames)
-                for index, canvas in enumerate(video.canvas_frames()):
-                    out[index] = canvas_to_frame(canvas, crop, (width, height))
-            finally:
-                video.close()
+        info = SourceInfo.from_frames(frames[:, y0:y1, x0:x1], fps, name="known")
+        work_dir = self.work_dir if self.work_dir is not None else self.pipeline.work_dir
+        video = self.pipeline.replace(schedule=schedule, work_dir=work_dir).outpaint(info, [target])
+        try:
+            crop = video.layout.crop_for(target)
+            out = np.empty_like(frames)
+            for index, canvas in enumerate(video.canvas_frames()):
+                out[index] = canvas_to_frame(canvas, crop, (width, height))
+        finally:
+            video.close()
         out[:, y0:y1, x0:x1] = frames[:, y0:y1, x0:x1]
         return out

@@ -62,8 +62,10 @@ from typing import Literal
 
 import numpy as np
 
+from lightning_m3ddm.geometry import LATENT_SCALE
+
 # SD VAE: one latent cell per 8 x 8 pixels.
-LATENT_GRID = 8
+LATENT_GRID = LATENT_SCALE  # the latent grid is geometry's
 # Paper appendix C.2: "The resolution of our input video is 256 x 256 x 3".
 PAPER_FRAME_SIZE = 256
 # Paper appendix C.2: three-level coarse-to-fine with frame intervals [30, 15, 1].

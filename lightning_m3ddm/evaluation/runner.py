@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import lightning as L
 
@@ -32,18 +30,14 @@ class EvaluationConfigError(ValueError):
 
 
 def output_dir_problem(output_dir: str | os.PathLike | None) -> str | None:
-    """Why ``output_dir`` cannot take the results, or None (creates it)."""
-    if not output_dir:
-        return "no output folder given: --output_dir DIR"
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        return f"--output_dir {path} exists and is not a folder"
+    """Why ``output_dir`` cannot take the results, or None (creates it); predict's check."""
+    from lightning_m3ddm.predict.errors import PredictConfigError
+    from lightning_m3ddm.predict.writer import check_output_dir
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
-            pass
-    except OSError as error:
-        return f"--output_dir {path} cannot be written: {error.strerror or error}"
+        check_output_dir(output_dir)
+    except PredictConfigError as err:
+        return str(err)
     return None
 
 

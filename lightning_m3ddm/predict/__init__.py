@@ -3,7 +3,7 @@
 Modules, in the order a video goes through them:
 
 * :mod:`.datamodule` -- inputs (paths, globs, folders, list files) -> one job per video;
-* :mod:`.video_stream` -- probing, streaming decode, H.264 writing with the audio;
+* :mod:`lightning_m3ddm.video.stream` -- probing, streaming decode, H.264 writing with the audio;
 * :mod:`.canvas` -- a source frame drawn on the model canvas (context, inpainted start);
 * :mod:`.latent_store` -- per-frame latents on disk (memory bounded by design);
 * :mod:`.pipeline` -- :class:`OutpaintingPipeline`: prepare, generate level by level, decode;

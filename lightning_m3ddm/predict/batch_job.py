@@ -43,7 +43,7 @@ from lightning_m3ddm.predict.leftovers import owner_tag, remove_leftovers
 from lightning_m3ddm.predict.preemption import critical
 from lightning_m3ddm.predict.preparation import CanvasRecipe, PreparedJob, prepare_job
 from lightning_m3ddm.predict.report import RunReport
-from lightning_m3ddm.predict.video_stream import SourceInfo
+from lightning_m3ddm.video.stream import SourceInfo
 
 log = logging.getLogger(__name__)
 

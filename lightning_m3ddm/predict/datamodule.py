@@ -32,10 +32,11 @@ from typing import Literal
 import lightning as L
 from torch.utils.data import DataLoader
 
-from lightning_m3ddm.data.video_io import VIDEO_EXTENSIONS
 from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
 from lightning_m3ddm.predict.assignment import array_share
 from lightning_m3ddm.predict.errors import PredictConfigError
+from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.names import unique_name
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,8 @@ def resolve_jobs(
     for entry in inputs:
         for path, spec, error in _expand(str(entry), None, allow_lists=True):
             stem = Path(path).stem or "video"
-            stems[stem] = stems.get(stem, 0) + 1
-            if stems[stem] > 1:
-                unique = f"{stem}-{stems[stem]}"
+            unique = unique_name(stem, stems)
+            if unique != stem:
                 log.warning("%s: another input is also named %r; writing it as %r", path, stem, unique)
                 stem = unique
             targets: tuple[Target, ...] = ()

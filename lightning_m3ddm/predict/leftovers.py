@@ -3,7 +3,7 @@
 A process killed without warning (``kill -9``, out of memory, a lost node) leaves
 
 * ``.<name>.<pid>.partial.mp4`` files in the output folder (outputs being written,
-  :func:`~lightning_m3ddm.predict.video_stream.partial_path`);
+  :func:`~lightning_m3ddm.video.stream.partial_path`);
 * ``m3ddm-predict-<pid>@<host>-*`` folders of per-frame latents and
   ``m3ddm-prepared-<pid>@<host>-*`` folders of prepared canvases in the work folder
   (the system temp folder by default), tens of MB per video;

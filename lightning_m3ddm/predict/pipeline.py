@@ -24,134 +24,58 @@ Three passes, memory bounded whatever the length (the per-frame latents live on 
 3. **Decode** (:meth:`OutpaintedVideo.canvas_frames`): the generated latents are decoded
    in chunks, in frame order, for the writer to composite while it streams the source
    a second time.
+
+From Python, :meth:`OutpaintingPipeline.from_pretrained` / :meth:`~OutpaintingPipeline.from_config`
+build one and calling it runs the three passes on a file or on frames in memory and
+composites the result (:class:`OutpaintingResult`); ``predict`` and ``evaluate`` run the
+same :meth:`~OutpaintingPipeline.outpaint`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import yaml
 from einops import rearrange, repeat
 from tqdm.auto import tqdm
 
-from lightning_m3ddm.autoencoders import Autoencoder
+from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
+from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.coarse_to_fine import Plan, ScheduleConfig, Window, batch_level, level_fps, model_slots
 from lightning_m3ddm.conditioning import Condition, black_frame_latent, null_condition
-from lightning_m3ddm.geometry import CANVAS_SIZE, CanvasLayout, CropMode, Target, canvas_layout
+from lightning_m3ddm.data.sampling import global_frame_indices
+from lightning_m3ddm.geometry import (
+    CANVAS_SIZE,
+    AspectRatio,
+    CanvasLayout,
+    CropMode,
+    Padding,
+    Target,
+    canvas_layout,
+    is_copy_through,
+    parse_ratio,
+    target_padding,
+)
 from lightning_m3ddm.predict.canvas import CanvasPainter, to_model_range, to_uint8
-from lightning_m3ddm.predict.errors import VideoInputError
+from lightning_m3ddm.predict.composite import OutputMode, make_compositor
 from lightning_m3ddm.predict.latent_store import VideoLatents
 from lightning_m3ddm.predict.preparation import PaintedFrame, paint_frames
 from lightning_m3ddm.predict.tiling import TilingConfig, VideoTiles, coherence_start, shrink_to
-from lightning_m3ddm.predict.video_stream import SourceInfo
-from lightning_m3ddm.sampling import (
-    START_MODES,
-    Guidance,
-    NoiseSchedule,
-    denoising_timesteps,
-    make_scheduler,
-    sample_latents,
-)
+from lightning_m3ddm.sampling import Guidance, SamplingConfig, sample_latents, scheduler_for
 from lightning_m3ddm.tiled_sampling import sample_tiled_latents
+from lightning_m3ddm.video.errors import VideoInputError
+from lightning_m3ddm.video.stream import Mp4Writer, SourceInfo, even_frame, iter_source_frames, probe_source
+from lightning_m3ddm.weights import TrainedModel, UNetInit, build_unet, check_channels, read_trained_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How each window is denoised.
-
-    Attributes:
-        scheduler: ``ddpm`` (paper Appendix C.2), ``pndm`` (released script), ``ddim``, ``dpm++``;
-            None: chosen by the predictor from the weights (``pndm`` for the released
-            weights, as the released script), else ``ddpm``.
-        start: where sampling starts (:func:`~lightning_m3ddm.sampling.denoising_timesteps`):
-            ``full``: the start latents noised to the first timestep, every timestep
-            stepped; ``released``: the released pipeline's start (PNDM, 50 steps: noised to
-            t = 961, stepping over ``timesteps[1:]``); None: ``released`` for ``pndm``
-            (the only scheduler the released script runs), ``full`` for the others.
-        num_inference_steps: 50 (paper Appendix C.2 and released script).
-        guidance_context: s1 of eq. 4, video context; 2 (paper 3.2.3 / C.2).
-        guidance_global: s2 of eq. 4, global frames; 4 (paper C.2).
-        init: ``inpaint``: start from the encoded Telea-inpainted frames noised to the
-            first timestep (paper Appendix D; released ``use_add_noise=True``);
-            ``noise``: pure Gaussian noise.
-        inpaint_radius: OpenCV inpainting radius (released script: 5).
-        seed: base seed; window ``i`` samples with its own generator seeded by (seed, i).
-        prediction_type: what the UNet predicts, ``epsilon`` (paper, released model) or
-            ``v_prediction``; None: as recorded in a framework ``.ckpt``, else ``epsilon``.
-        timestep_spacing: diffusers' placement of the inference timesteps: ``leading``
-            (Stable Diffusion's, which the released script uses), ``trailing`` (the first
-            step at t = T - 1, from pure noise: much better with few steps, Lin et al.,
-            "Common diffusion noise schedules and sample steps are flawed", WACV 2024) or
-            ``linspace``; None: the scheduler's Stable Diffusion setting (``trailing`` with
-            a zero-terminal-SNR schedule).
-        rescale_betas_zero_snr: the schedule the model was trained with
-            (:class:`~lightning_m3ddm.sampling.NoiseSchedule`); None: as recorded in a
-            framework ``.ckpt``, else off.
-    """
-
-    scheduler: str | None = None
-    start: Literal["full", "released"] | None = None
-    num_inference_steps: int = 50
-    guidance_context: float = 2.0
-    guidance_global: float = 4.0
-    init: Literal["inpaint", "noise"] = "inpaint"
-    inpaint_radius: int = 5
-    seed: int = 0
-    prediction_type: Literal["epsilon", "v_prediction"] | None = None
-    timestep_spacing: Literal["leading", "trailing", "linspace"] | None = None
-    rescale_betas_zero_snr: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.init not in ("inpaint", "noise"):
-            raise ValueError(f"init must be 'inpaint' or 'noise', got {self.init!r}")
-        if self.start not in (None, *START_MODES):
-            raise ValueError(f"sampling.start must be one of {START_MODES} or null, got {self.start!r}")
-        self.noise_schedule()  # fail early on an unknown prediction type or a bad combination
-        scheduler_for(self)  # fail early on an unknown name or spacing
-        try:
-            self.steps_per_window()
-        except ValueError:
-            raise ValueError(
-                f"sampling.start 'released' skips the first of the {self.num_inference_steps} step(s) of "
-                f"{self.scheduler_name}, leaving none: use num_inference_steps >= 2 or start: full"
-            ) from None
-
-    def noise_schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(
-            # a zero-terminal-SNR schedule is only trained with v-prediction
-            prediction_type=self.prediction_type or ("v_prediction" if self.rescale_betas_zero_snr else "epsilon"),
-            rescale_betas_zero_snr=bool(self.rescale_betas_zero_snr),
-        )
-
-    @property
-    def start_mode(self) -> str:
-        """``start``, or its default for the scheduler."""
-        if self.start is not None:
-            return self.start
-        return "released" if self.scheduler_name == "pndm" else "full"
-
-    @property
-    def scheduler_name(self) -> str:
-        return (self.scheduler or "ddpm").lower()
-
-    def steps_per_window(self) -> int:
-        """UNet calls per window (PNDM's 50 steps take 51 timesteps; ``released`` skips one)."""
-        scheduler = scheduler_for(self)
-        scheduler.set_timesteps(self.num_inference_steps)
-        return len(denoising_timesteps(scheduler.timesteps, self.num_inference_steps, self.start_mode)[1])
-
-    @property
-    def guidance(self) -> Guidance:
-        return Guidance(context=self.guidance_context, global_frames=self.guidance_global)
 
 
 @dataclass(frozen=True)
@@ -177,11 +101,6 @@ class GlobalFramesConfig:
             raise ValueError(f"global frame mode must be 'masked', 'resize' or null, got {self.mode!r}")
 
 
-def scheduler_for(sampling: SamplingConfig):
-    """A fresh diffusers scheduler of ``sampling`` with Stable Diffusion's settings."""
-    return make_scheduler(sampling.scheduler_name, sampling.noise_schedule(), timestep_spacing=sampling.timestep_spacing)
-
-
 # Seed stream of the autoencoder's posterior samples (SD VAE), apart from every window's.
 ENCODE_STREAM = 2**31 - 1
 
@@ -189,11 +108,6 @@ ENCODE_STREAM = 2**31 - 1
 def window_seed(seed: int, window_index: int) -> int:
     """Seed of one window's generator: depends on (seed, window index) only, not on batching."""
     return int(np.random.SeedSequence([seed, window_index]).generate_state(1)[0])
-
-
-def global_frame_indices(num_frames: int, count: int) -> np.ndarray:
-    """``count`` frame indices spread over the video, first and last included (released script)."""
-    return np.linspace(0, num_frames - 1, count).astype(int)
 
 
 @dataclass
@@ -241,8 +155,34 @@ class OutpaintedVideo:
         self.latents.close()
 
 
+@dataclass
+class OutpaintingResult:
+    """What :meth:`OutpaintingPipeline.__call__` returns.
+
+    Attributes:
+        frames: the outpainted video, (F, H', W', 3) uint8 RGB; None when written to ``path``.
+        path: the written mp4 (``output_path``), None when the frames are returned.
+        fps: the frame rate (the source's).
+        padding: the border added to each side of the source, in output pixels.
+        timings: seconds spent generating (``outpaint``: prepare + every level) and
+            decoding/compositing/writing (``decode``), and in all (``total``).
+    """
+
+    frames: np.ndarray | None
+    path: Path | None
+    fps: float
+    padding: Padding
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 class OutpaintingPipeline:
     """Outpaints whole videos with a masked 3D UNet and a frozen autoencoder.
+
+    From Python (no Lightning involved)::
+
+        pipe = OutpaintingPipeline.from_pretrained("model/")      # or from_config("predict.yaml")
+        result = pipe(frames, fps=25, target_ratio="9:16")        # or pipe("clip.mp4", padding=(0, 0, 64, 64))
+        result.frames                                             # (F, H', W', 3) uint8
 
     Args:
         unet: the denoiser (an :class:`~lightning_m3ddm.models.unet_3d.M3DDMUNet` or
@@ -575,3 +515,310 @@ class OutpaintingPipeline:
             )
 
         return sample
+
+    # -- from Python: loading, settings, and one call per video -----------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "OutpaintingPipeline":
+        """Move the networks to ``device``; ``dtype`` casts the UNet (the autoencoder keeps its own)."""
+        self.unet.to(device=device, dtype=dtype)
+        if device is not None:
+            self.autoencoder.to(device)
+        return self
+
+    def replace(self, **changes: Any) -> "OutpaintingPipeline":
+        """A pipeline with some settings changed (``sampling``, ``schedule``, ...), sharing the networks."""
+        settings = dict(
+            sampling=self.sampling, schedule=self.schedule, global_frames=self.global_frames,
+            canvas_size=self.canvas_size, crop_mode=self.crop_mode, pad_short_windows=self.pad_short_windows,
+            encode_batch=self.encode_batch, decode_batch=self.decode_batch, work_dir=self.work_dir,
+            progress=self.progress,
+        )
+        unknown = set(changes) - set(settings)
+        if unknown:
+            raise TypeError(f"unknown pipeline settings: {sorted(unknown)}")
+        return type(self)(self.unet, self.autoencoder, **{**settings, **changes})
+
+    @classmethod
+    def from_trained(
+        cls,
+        model: TrainedModel,
+        autoencoder: Autoencoder | None = None,
+        *,
+        sampling: SamplingConfig | None = None,
+        schedule: ScheduleConfig | None = None,
+        global_frames: GlobalFramesConfig | None = None,
+        canvas_size: int | tuple[int, int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **options: Any,
+    ) -> "OutpaintingPipeline":
+        """A pipeline around a trained model; each setting not given is the one it was
+        trained for (:func:`~lightning_m3ddm.weights.trained_defaults`), else the paper's.
+
+        ``sampling``'s ``prediction_type`` and ``rescale_betas_zero_snr`` left at None follow
+        the model's noise schedule. ``options``: the other constructor arguments.
+        """
+        defaults = model.defaults
+        autoencoder = autoencoder if autoencoder is not None else model.autoencoder
+        if autoencoder is None:
+            raise CheckpointError(
+                "these weights do not say which autoencoder they were trained with: pass autoencoder= "
+                "(the released model: StableDiffusionVAE(path to a Stable Diffusion folder))"
+            )
+        check_channels(model.unet, autoencoder.latent_channels, released=model.released)
+        sampling = sampling if sampling is not None else SamplingConfig(**defaults.get("sampling", {}))
+        trained = model.noise_schedule
+        if trained is not None:  # one replace: the pair is validated together
+            sampling = replace(
+                sampling,
+                prediction_type=sampling.prediction_type or trained.prediction_type,
+                rescale_betas_zero_snr=(
+                    trained.rescale_betas_zero_snr
+                    if sampling.rescale_betas_zero_snr is None
+                    else sampling.rescale_betas_zero_snr
+                ),
+            )
+        if schedule is None:
+            schedule = ScheduleConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in defaults.get("schedule", {}).items()})
+        if global_frames is None:
+            global_frames = GlobalFramesConfig(**defaults.get("global_frames", {}))
+        sampling, schedule, global_frames = weight_defaults(
+            "official" if model.released else "pretrained", sampling, schedule, global_frames
+        )
+        if canvas_size is None:
+            size = defaults.get("canvas_size", CANVAS_SIZE)
+            canvas_size = size if isinstance(size, int) else tuple(size)
+        unet = model.unet.eval().requires_grad_(False)
+        autoencoder.requires_grad_(False).eval()
+        pipe = cls(unet, autoencoder, sampling=sampling, schedule=schedule, global_frames=global_frames,
+                   canvas_size=canvas_size, **options)
+        if dtype == unet.dtype:
+            dtype = None  # diffusers warns on every cast, even to the same dtype
+        return pipe.to(device, dtype) if device is not None or dtype is not None else pipe
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        autoencoder: Autoencoder | None = None,
+        *,
+        allow_download: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        revision: str | None = None,
+        **settings: Any,
+    ) -> "OutpaintingPipeline":
+        """A pipeline from trained weights.
+
+        Args:
+            path: a folder written by ``python -m lightning_m3ddm export`` (or
+                :func:`~lightning_m3ddm.weights.export_checkpoint`), a framework ``.ckpt``,
+                the released layout (``config.json`` + weights; give ``autoencoder``), or a
+                Hugging Face Hub id (``owner/name``) found in the local Hub cache.
+            autoencoder: overrides the recorded one; needed for the released layout.
+            allow_download: let a Hub id be downloaded when it is not in the cache.
+            cache_dir, revision: of the Hub cache (default: Hugging Face's).
+            settings: pipeline settings (``sampling``, ``schedule``, ``canvas_size``,
+                ``dtype``, ``device``, ...), see :meth:`from_trained`.
+        """
+        local = resolve_model_path(path, allow_download=allow_download, cache_dir=cache_dir, revision=revision)
+        return cls.from_trained(read_trained_model(local), autoencoder, **settings)
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike | dict) -> "OutpaintingPipeline":
+        """A pipeline from a predict config (YAML path or dict): its ``model.init_args``
+        (weights, unet, autoencoder, sampling, schedule, ...) as ``python -m lightning_m3ddm
+        predict --config`` reads them; random weights where ``weights.source: config``."""
+        from jsonargparse import ArgumentParser
+
+        if not isinstance(config, dict):
+            config = yaml.safe_load(Path(config).read_text())
+        args = (config.get("model") or {}).get("init_args", config.get("model") or {})
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_function_arguments(build_pipeline, fail_untyped=False)
+        parsed = parser.instantiate_classes(parser.parse_object(args))
+        return build_pipeline(**parsed.as_dict())
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video: str | os.PathLike | np.ndarray | torch.Tensor,
+        target_ratio: str | AspectRatio | None = None,
+        *,
+        padding: Padding | Sequence[int] | None = None,
+        fps: float | None = None,
+        num_inference_steps: int | None = None,
+        guidance: tuple[float, float] | Guidance | None = None,
+        seed: int | None = None,
+        output_path: str | os.PathLike | None = None,
+        output_mode: OutputMode = "native",
+        seam: float = 2.0,
+        progress: bool | None = None,
+    ) -> OutpaintingResult:
+        """Outpaint one video to ``target_ratio`` (e.g. ``"9:16"``) or by ``padding`` (left, right, top, bottom).
+
+        Args:
+            video: a video file, or frames (F, H, W, 3) uint8 RGB (numpy or torch) with ``fps``.
+            num_inference_steps, guidance (s1, s2), seed: override the pipeline's sampling.
+            output_path: write an H.264 mp4 there (streamed, memory bounded whatever the
+                length; the audio of a source file carried over) instead of returning frames.
+            output_mode, seam: ``native`` (source resolution, source pixels kept) or
+                ``canvas`` (the model-resolution crop), see the writer.
+
+        Raises:
+            VideoInputError: an unreadable video, bad frames, or a target the canvas cannot hold.
+        """
+        started = time.perf_counter()
+        if isinstance(video, (str, os.PathLike)):
+            info = probe_source(video)
+        else:
+            info = SourceInfo.from_frames(video, fps)
+        target = _one_target(target_ratio, padding)
+        pipe = self._for_call(num_inference_steps, guidance, seed, progress)
+        pad = target_padding(info.width, info.height, target)
+        timings: dict[str, float] = {}
+        if is_copy_through(info.width, info.height, target):  # nothing to generate
+            path = _write_or_stack(iter_source_frames(info), output_path, info, info.width, info.height)
+            out = None if path is not None else np.stack(list(iter_source_frames(info)))
+            timings["total"] = time.perf_counter() - started
+            return OutpaintingResult(out, path, info.fps, pad, timings)
+        generated = pipe.outpaint(info, [target])
+        timings["outpaint"] = time.perf_counter() - started
+        try:
+            compose = make_compositor(output_mode, generated.painter, info.width, info.height, target, seam)
+            frames = (compose(source, canvas) for source, canvas in
+                      zip(iter_source_frames(info), generated.canvas_frames(), strict=True))
+            if output_path is not None:
+                path, out = _write_or_stack(frames, output_path, info, compose.width, compose.height), None
+            else:
+                path, out = None, np.stack(list(frames))
+        finally:
+            generated.close()
+        timings["decode"] = time.perf_counter() - started - timings["outpaint"]
+        timings["total"] = time.perf_counter() - started
+        self.unet_calls += pipe.unet_calls
+        return OutpaintingResult(out, path, info.fps, pad, timings)
+
+    def _for_call(self, steps, guidance, seed, progress) -> "OutpaintingPipeline":
+        changes = {}
+        if steps is not None:
+            changes["num_inference_steps"] = steps
+        if seed is not None:
+            changes["seed"] = seed
+        if guidance is not None:
+            s1, s2 = (guidance.context, guidance.global_frames) if isinstance(guidance, Guidance) else guidance
+            changes.update(guidance_context=float(s1), guidance_global=float(s2))
+        return self.replace(
+            sampling=replace(self.sampling, **changes), progress=self.progress if progress is None else progress
+        )
+
+
+def _one_target(target_ratio, padding) -> Target:
+    if (target_ratio is None) == (padding is None):
+        raise ValueError("give exactly one of target_ratio (e.g. '9:16') and padding (left, right, top, bottom)")
+    if padding is not None:
+        return padding if isinstance(padding, Padding) else Padding(*[int(p) for p in padding])
+    return target_ratio if isinstance(target_ratio, AspectRatio) else parse_ratio(str(target_ratio))
+
+
+def _write_or_stack(frames: Iterator[np.ndarray], output_path, info: SourceInfo, width: int, height: int) -> Path | None:
+    """Write ``frames`` to ``output_path`` (an mp4, audio of a source file carried over); None when no path."""
+    if output_path is None:
+        return None
+    audio = info.path if info.audio_codec else None
+    even = (width + width % 2, height + height % 2)  # H.264 (yuv420p) takes even sizes only
+    with Mp4Writer(output_path, *even, info.rate, audio, preset="veryfast") as writer:
+        for frame in frames:
+            writer.write(even_frame(frame))
+    return Path(output_path)
+
+
+def resolve_model_path(
+    path: str | os.PathLike, *, allow_download: bool = False, cache_dir=None, revision: str | None = None
+) -> Path:
+    """A local path as it is; a Hugging Face Hub id (``owner/name``) through the Hub cache.
+
+    Nothing is downloaded unless ``allow_download``.
+
+    Raises:
+        CheckpointError: neither a local path nor an id found in the cache.
+    """
+    local = Path(path).expanduser()
+    if local.exists():
+        return local
+    text = os.fspath(path)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise CheckpointError(f"{text}: no such folder or checkpoint file (nor a Hub id 'owner/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, local_files_only=not allow_download))
+    except Exception as err:  # not cached (offline), unknown repo, no network
+        hint = "" if allow_download else " (not in the local Hub cache; pass allow_download=True to fetch it)"
+        raise CheckpointError(f"{text}: no such folder, checkpoint file or Hub model{hint}: {err}") from None
+
+
+def weight_defaults(
+    source: str, sampling: SamplingConfig, schedule: ScheduleConfig, global_frames: GlobalFramesConfig
+) -> tuple[SamplingConfig, ScheduleConfig, GlobalFramesConfig]:
+    """Fill the settings left None from where the weights come from.
+
+    ``official`` (the released weights, only ever run by the released script): ``pndm``
+    (which :class:`SamplingConfig` starts as released: t = 961, ``timesteps[1:]``), whole
+    frames resized to the canvas as global frames, and the released coarse-to-fine loop.
+    Otherwise (this framework's weights): ``ddpm`` (paper Appendix C.2), masked global
+    frames (this framework always trains them masked, paper 3.2.2) and the framework plan.
+    Settings given explicitly are kept.
+    """
+    released = source == "official"
+    if sampling.scheduler is None:
+        sampling = replace(sampling, scheduler="pndm" if released else "ddpm")
+    if schedule.compat is None:
+        schedule = replace(schedule, compat="released" if released else "framework")
+    if global_frames.mode is None:
+        global_frames = replace(global_frames, mode="resize" if released else "masked")
+    return sampling, schedule, global_frames
+
+
+def build_pipeline(
+    weights: UNetInit = UNetInit(source="official"),
+    unet: dict[str, Any] | None = None,
+    init_seed: int = 0,
+    autoencoder: Autoencoder | None = None,
+    sampling: SamplingConfig | None = None,
+    schedule: ScheduleConfig | None = None,
+    global_frames: GlobalFramesConfig | None = None,
+    canvas_size: int | None = None,
+    crop_mode: CropMode = "padded",
+    pad_short_windows: bool = True,
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    work_dir: str | None = None,
+    progress: bool | None = None,
+    tiling: TilingConfig = TilingConfig(),
+) -> OutpaintingPipeline:
+    """The pipeline of a predict config's model fields (see :class:`~lightning_m3ddm.predict.M3DDMPredictor`).
+
+    A ``pretrained`` source brings its autoencoder, noise schedule and sampling defaults
+    (each used unless given); ``config`` draws fresh weights from ``init_seed``.
+    """
+    if weights.source == "pretrained" and weights.path is not None:
+        model = read_trained_model(weights.path)
+    else:
+        channels = (autoencoder or PixelUnshuffleAutoencoder()).latent_channels
+        model = TrainedModel(
+            build_unet(weights, unet, channels, init_seed=init_seed, for_sampling=True),
+            released=weights.source == "official",
+        )
+    if autoencoder is None and model.autoencoder is None:
+        autoencoder = PixelUnshuffleAutoencoder()
+    return OutpaintingPipeline.from_trained(
+        model, autoencoder, sampling=sampling, schedule=schedule, global_frames=global_frames,
+        canvas_size=canvas_size, dtype=DTYPES[dtype], crop_mode=crop_mode, pad_short_windows=pad_short_windows,
+        work_dir=work_dir, progress=progress, tiling=tiling,
+    )
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

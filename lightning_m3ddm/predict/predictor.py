@@ -23,33 +23,31 @@ its coarse-to-fine loop); this framework's checkpoints what they were trained wi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
 
-from lightning_m3ddm.autoencoders import Autoencoder, PixelUnshuffleAutoencoder
-from lightning_m3ddm.checkpoints import CheckpointError, load_official_unet
+from lightning_m3ddm.autoencoders import Autoencoder
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
-from lightning_m3ddm.geometry import CANVAS_SIZE, CropMode, Target, is_copy_through
-from lightning_m3ddm.lit_module import UNetInit, checkpoint_autoencoder, checkpoint_noise_schedule, load_pretrained_unet
-from lightning_m3ddm.models.unet_3d import M3DDMUNet
+from lightning_m3ddm.geometry import CropMode, Target, is_copy_through
 from lightning_m3ddm.predict.datamodule import VideoJob
-from lightning_m3ddm.predict.errors import PredictError
+from lightning_m3ddm.predict.errors import VIDEO_FAILURES
 from lightning_m3ddm.predict.preparation import PreparedJob
 from lightning_m3ddm.predict.pipeline import (
     GlobalFramesConfig,
     OutpaintedVideo,
     OutpaintingPipeline,
     SamplingConfig,
+    build_pipeline,
+    weight_defaults,  # noqa: F401  (importable from here)
 )
 from lightning_m3ddm.predict.tiling import TilingConfig
-from lightning_m3ddm.predict.video_stream import SourceInfo, probe_source
+from lightning_m3ddm.video.stream import SourceInfo, probe_source
+from lightning_m3ddm.weights import UNetInit
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -83,67 +81,6 @@ class VideoPrediction:
             self.video = None
 
 
-def weight_defaults(
-    source: str, sampling: SamplingConfig, schedule: ScheduleConfig, global_frames: GlobalFramesConfig
-) -> tuple[SamplingConfig, ScheduleConfig, GlobalFramesConfig]:
-    """Fill the settings left None from where the weights come from.
-
-    ``official`` (the released weights, only ever run by the released script): ``pndm``
-    (which :class:`SamplingConfig` starts as released: t = 961, ``timesteps[1:]``), whole
-    frames resized to the canvas as global frames, and the released coarse-to-fine loop.
-    Otherwise (this framework's weights): ``ddpm`` (paper Appendix C.2), masked global
-    frames (this framework always trains them masked, paper 3.2.2) and the framework plan.
-    Settings given explicitly are kept.
-    """
-    released = source == "official"
-    if sampling.scheduler is None:
-        sampling = replace(sampling, scheduler="pndm" if released else "ddpm")
-    if schedule.compat is None:
-        schedule = replace(schedule, compat="released" if released else "framework")
-    if global_frames.mode is None:
-        global_frames = replace(global_frames, mode="resize" if released else "masked")
-    return sampling, schedule, global_frames
-
-
-def build_unet(
-    weights: UNetInit, config: dict[str, Any] | None, latent_channels: int, init_seed: int = 0
-) -> M3DDMUNet:
-    """The UNet from ``weights``, checked against the autoencoder's latent channels."""
-    c = latent_channels
-    if weights.source == "config":
-        fields = dict(in_channels=2 * c + 1, out_channels=c, global_latent_channels=c)
-        fields.update(config or {})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            unet = M3DDMUNet(**fields)
-    elif weights.source == "stable_diffusion":
-        raise CheckpointError(
-            "weights.source='stable_diffusion' has untrained temporal layers and cannot outpaint; "
-            "use 'official' (the released M3DDM folder) or 'pretrained' (a checkpoint of this framework)"
-        )
-    elif weights.path is None:
-        raise CheckpointError(f"weights.source={weights.source!r} needs weights.path")
-    elif weights.source == "official":
-        unet = load_official_unet(weights.path)
-    elif weights.source == "pretrained":
-        unet = load_pretrained_unet(weights.path)
-    else:
-        raise CheckpointError(f"unknown weights.source {weights.source!r}")
-    if unet.config.out_channels != c or unet.config.in_channels != 2 * c + 1:
-        if weights.source == "official":
-            fix = "the released weights need model.autoencoder = StableDiffusionVAE(path to a Stable Diffusion folder)"
-        else:  # a checkpoint of this framework records its autoencoder; a config's one overrides it
-            fix = (
-                "leave the autoencoder unset (--model.init_args.autoencoder=null) to use the one the checkpoint "
-                "was trained with"
-            )
-        raise CheckpointError(
-            f"the UNet takes {unet.config.in_channels} input / {unet.config.out_channels} output channels, but the "
-            f"autoencoder has {c} latent channels (needs {2 * c + 1} / {c}): {fix}"
-        )
-    return unet.eval().requires_grad_(False)
-
-
 class M3DDMPredictor(L.LightningModule):
     """Outpaints whole videos (paper 3.3); one prediction per input video.
 
@@ -158,6 +95,8 @@ class M3DDMPredictor(L.LightningModule):
         schedule: window, strides, dense threshold, windows per UNet call.
         global_frames: g and how they are drawn.
         canvas_size: the model canvas side (256 as the released model was trained).
+            sampling, schedule, global_frames, canvas_size: None = what a ``pretrained``
+            model was trained for, else the paper's / released script's defaults.
         crop_mode: how a target's crop is taken from the canvas (``canvas`` output mode).
         pad_short_windows: feed videos shorter than a window as a full window (released script).
         dtype: UNet weights' dtype (``float16`` halves GPU memory).
@@ -173,10 +112,10 @@ class M3DDMPredictor(L.LightningModule):
         unet: dict[str, Any] | None = None,
         init_seed: int = 0,
         autoencoder: Autoencoder | None = None,
-        sampling: SamplingConfig = SamplingConfig(),
-        schedule: ScheduleConfig = ScheduleConfig(),
-        global_frames: GlobalFramesConfig = GlobalFramesConfig(),
-        canvas_size: int = CANVAS_SIZE,
+        sampling: SamplingConfig | None = None,
+        schedule: ScheduleConfig | None = None,
+        global_frames: GlobalFramesConfig | None = None,
+        canvas_size: int | None = None,
         crop_mode: CropMode = "padded",
         pad_short_windows: bool = True,
         dtype: Literal["float32", "float16", "bfloat16"] = "float32",
@@ -186,37 +125,13 @@ class M3DDMPredictor(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["autoencoder"])
-        if weights.source == "pretrained" and weights.path is not None:
-            # what the run was trained with, unless given
-            if autoencoder is None:
-                autoencoder = checkpoint_autoencoder(weights.path)
-            trained = checkpoint_noise_schedule(weights.path)
-            if trained is not None:  # one replace: the pair is validated together
-                given_zero_snr = sampling.rescale_betas_zero_snr
-                sampling = replace(
-                    sampling,
-                    prediction_type=sampling.prediction_type or trained.prediction_type,
-                    rescale_betas_zero_snr=trained.rescale_betas_zero_snr if given_zero_snr is None else given_zero_snr,
-                )
-        sampling, schedule, global_frames = weight_defaults(weights.source, sampling, schedule, global_frames)
-        self.autoencoder = autoencoder if autoencoder is not None else PixelUnshuffleAutoencoder()
-        self.autoencoder.requires_grad_(False).eval()
-        self.unet = build_unet(weights, unet, self.autoencoder.latent_channels, init_seed)
-        if self.unet.dtype != DTYPES[dtype]:
-            self.unet.to(DTYPES[dtype])
-        self.pipeline = OutpaintingPipeline(
-            self.unet,
-            self.autoencoder,
-            sampling=sampling,
-            schedule=schedule,
-            global_frames=global_frames,
-            canvas_size=canvas_size,
-            crop_mode=crop_mode,
-            pad_short_windows=pad_short_windows,
-            work_dir=work_dir,
-            progress=progress,
-            tiling=tiling,
+        self.pipeline = build_pipeline(
+            weights, unet, init_seed, autoencoder, sampling, schedule, global_frames, canvas_size,
+            crop_mode, pad_short_windows, dtype, work_dir, progress, tiling,
         )
+        # registered here so that Lightning moves them to the device
+        self.unet = self.pipeline.unet
+        self.autoencoder = self.pipeline.autoencoder
 
     def forward(self, *args, **kwargs):
         return self.unet(*args, **kwargs)
@@ -240,7 +155,7 @@ class M3DDMPredictor(L.LightningModule):
             painted = prepared.canvases.frames() if prepared.canvases is not None else None
             video = self.pipeline.outpaint(info, generate, painted) if generate else None
             return VideoPrediction(job, info, video, copy, generate)
-        except PredictError as err:
+        except VIDEO_FAILURES as err:
             return VideoPrediction(job, error=str(err))
         except Exception as err:  # keep the other videos going; the traceback goes to the log
             log.exception("%s: outpainting failed", job.path)

@@ -27,7 +27,7 @@ from lightning_m3ddm.predict.canvas import CanvasPainter
 from lightning_m3ddm.predict.datamodule import VideoJob
 from lightning_m3ddm.predict.errors import PredictError, VideoInputError
 from lightning_m3ddm.predict.leftovers import owner_tag
-from lightning_m3ddm.predict.video_stream import SourceInfo, iter_source_frames, probe_source
+from lightning_m3ddm.video.stream import SourceInfo, iter_source_frames, probe_source
 
 
 @dataclass(frozen=True)

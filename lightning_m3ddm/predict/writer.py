@@ -1,7 +1,7 @@
 """OutpaintingWriter: writes ``DIR/<stem>_<ratio>.mp4`` for every prediction, records failures.
 
 For each video it streams the source a second time next to the decoded canvases and
-writes every target at once (one :class:`~lightning_m3ddm.predict.video_stream.Mp4Writer`
+writes every target at once (one :class:`~lightning_m3ddm.video.stream.Mp4Writer`
 per target, audio carried over), then deletes the video's latents. A failure (from
 the predictor or while writing) is logged as one line naming the file and kept in
 :attr:`OutpaintingWriter.failures`; the CLI exits non-zero when there is any. Outputs
@@ -34,10 +34,10 @@ from lightning_m3ddm.predict.batch_job import BatchJob, new_run_id, settings_of
 from lightning_m3ddm.predict.claims import LEASE_TIMEOUT_S
 from lightning_m3ddm.predict.composite import OutputMode, make_compositor
 from lightning_m3ddm.predict.encode_queue import BackgroundWrites, WriteAborted
-from lightning_m3ddm.predict.errors import PredictConfigError, PredictError
+from lightning_m3ddm.predict.errors import VIDEO_FAILURES, PredictConfigError, PredictError
 from lightning_m3ddm.predict.preemption import Preempted, PreemptionGuard
 from lightning_m3ddm.predict.predictor import VideoPrediction
-from lightning_m3ddm.predict.video_stream import Mp4Writer, copy_through, iter_source_frames
+from lightning_m3ddm.video.stream import Mp4Writer, copy_through, iter_source_frames
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def check_output_dir(path: str | os.PathLike | None) -> Path:
         PredictConfigError: naming the folder and the reason.
     """
     if path is None or str(path) == "":
-        raise PredictConfigError("no output folder given (--output_dir DIR)")
+        raise PredictConfigError("no output folder given: --output_dir DIR")
     folder = Path(path).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ class OutpaintingWriter(BasePredictionWriter):
                 log.info("wrote %s", path)
             return paths
         except Exception as err:
-            if isinstance(err, PredictError):
+            if isinstance(err, VIDEO_FAILURES):
                 message = str(err)
             elif isinstance(err, OSError):  # disk full, permissions: the cause is the message
                 message = f"{prediction.job.path}: cannot write the output: {err.strerror or err} ({err.filename or folder})"

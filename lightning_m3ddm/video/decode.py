@@ -27,23 +27,13 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from lightning_m3ddm.video.errors import VideoDecodeError  # noqa: F401  (raised here; also importable from here)
+
 VideoSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts",
 )
-
-
-class VideoDecodeError(RuntimeError):
-    """A video cannot be opened or does not hold the frames that were asked for.
-
-    ``kind`` classifies the failure for summaries: ``missing``, ``not_a_video``,
-    ``no_video_stream``, ``corrupt``, ``truncated``, ``zero_frames`` or ``decode_failed``.
-    """
-
-    def __init__(self, message: str, kind: str = "decode_failed") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from lightning_m3ddm.predict.sample_videos import (
     write_truncated_copy,
     write_zero_frame_video,
 )
-from lightning_m3ddm.predict.video_stream import Mp4Writer, copy_through, iter_source_frames, probe_source
+from lightning_m3ddm.video.stream import Mp4Writer, copy_through, iter_source_frames, probe_source
 
 
 def streams(path):

@@ -8,7 +8,7 @@ import torch
 
 from lightning_m3ddm.data.clips import ClipConfig, crop_plan, load_clip_example
 from lightning_m3ddm.data.synthetic import SyntheticVideoSpec, render_frames, write_synthetic_video, write_truncated_copy
-from lightning_m3ddm.data.video_io import (
+from lightning_m3ddm.video.decode import (
     VideoDecodeError,
     center_crop_plan,
     decode_frames,
@@ -117,3 +117,10 @@ def test_synthetic_objects_cross_the_border():
     assert touches_border.any()  # an object is cut by the frame edge at some time
     area = objects.sum(axis=(1, 2))
     assert area.max() > 0 and len(set(area.tolist())) > 5  # objects enter, move and leave
+
+
+def test_inputs_sharing_a_name_are_numbered_alike_in_predict_and_evaluate():
+    from lightning_m3ddm.video.names import unique_name
+
+    seen: dict[str, int] = {}
+    assert [unique_name(n, seen) for n in ("clip", "clip", "ad", "clip")] == ["clip", "clip-2", "ad", "clip-3"]

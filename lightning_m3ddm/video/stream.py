@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,8 +32,8 @@ import av
 import cv2
 import numpy as np
 
-from lightning_m3ddm.data.video_io import VideoDecodeError, iter_frames, probe_video
-from lightning_m3ddm.predict.errors import VideoInputError
+from lightning_m3ddm.video.decode import iter_frames, probe_video
+from lightning_m3ddm.video.errors import VideoDecodeError, VideoInputError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class SourceInfo:
         fps: average frame rate as a float (conditions the model, paper 3.2).
         rate: the same as an exact fraction (e.g. 30000/1001), for the writer.
         audio_codec: codec of the first audio stream, None without audio.
+        frames: the decoded frames themselves, (F, H, W, 3) uint8, for a video held in
+            memory (:meth:`from_frames`); None for a file, which is streamed.
     """
 
     path: Path
@@ -63,10 +65,33 @@ class SourceInfo:
     fps: float
     rate: Fraction
     audio_codec: str | None
+    frames: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @classmethod
+    def from_frames(cls, frames, fps: float, name: str = "video") -> "SourceInfo":
+        """A video held in memory: ``frames`` (F, H, W, 3) uint8 RGB (numpy or torch), at ``fps``.
+
+        Raises:
+            VideoInputError: frames of another shape or dtype, or a frame rate that is not > 0.
+        """
+        path = Path(f"<{name}>")
+        if hasattr(frames, "detach"):  # a torch tensor
+            frames = frames.detach().cpu().numpy()
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+            raise VideoInputError(
+                path, f"frames must be a non-empty uint8 (F, H, W, 3) RGB array, got {frames.dtype} {frames.shape}",
+                "not_a_video",
+            )
+        if fps is None or not float(fps) > 0:
+            raise VideoInputError(path, f"frames need their frame rate: fps > 0, got {fps!r}", "not_a_video")
+        rate = Fraction(float(fps)).limit_denominator(1001)
+        count, height, width = frames.shape[:3]
+        return cls(path, width, height, count, float(fps), rate, None, frames)
 
 
 def probe_source(path: str | os.PathLike) -> SourceInfo:
@@ -112,6 +137,9 @@ def iter_source_frames(info: SourceInfo) -> Iterator[np.ndarray]:
     Raises:
         VideoInputError: the stream fails to decode or ends early (truncated).
     """
+    if info.frames is not None:
+        yield from info.frames
+        return
     count = 0
     try:
         for frame in iter_frames(info.path):

@@ -1,0 +1,10 @@
+"""Video files for training, prediction and evaluation alike (PyAV).
+
+* :mod:`.decode` -- probing and indexing a file, frame-exact decoding by index (seek or
+  sequential), resize/crop plans, streaming iteration, lossless-enough test encodes;
+* :mod:`.stream` -- a prediction source (:class:`~.stream.SourceInfo`: a probed file, or
+  frames held in memory), decoding it front to back with bounded memory, and H.264 mp4
+  writing with the source's audio carried over, atomically;
+* :mod:`.errors` -- :class:`~.errors.VideoDecodeError` and :class:`~.errors.VideoInputError`,
+  one line each naming the file.
+"""
