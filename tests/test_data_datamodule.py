@@ -227,3 +227,18 @@ def test_setup_errors_are_clear(data, tmp_path):
         M3DDMDataModule(train_shards=[]).setup("fit")
     with pytest.raises(ValueError, match="samples_per_epoch"):
         M3DDMDataModule(train_shards=data["shards"], resampled=True)
+
+
+def test_validation_is_not_split_by_rank_but_training_is():
+    """Sharded collectives need equal batch counts per rank: every rank reads every
+    validation shard, while training shards are split (or resampled)."""
+    from lightning_m3ddm.data.augmentation import AugmentationConfig
+    from lightning_m3ddm.data.clips import ClipConfig
+    from lightning_m3ddm.data.datamodule import ClipStream
+
+    urls = [f"s{i}.tar" for i in range(3)]
+    val = ClipStream(urls, ClipConfig(), AugmentationConfig(), 2, train=False)
+    assert [val.rank_shards(0, r, 4) for r in range(4)] == [urls] * 4
+    train = ClipStream(urls, ClipConfig(), AugmentationConfig(), 2, train=True)
+    split = [train.rank_shards(0, r, 2) for r in range(2)]
+    assert sorted(split[0] + split[1]) == urls and not set(split[0]) & set(split[1])

@@ -184,10 +184,17 @@ class ClipStream(torch.utils.data.IterableDataset):
         return EpochPlan(values[0], values[1], tuple(values[2 : 2 + n]), tuple(values[2 + n :]))
 
     def rank_shards(self, epoch: int, rank: int, world_size: int) -> list[str]:
-        """The shards rank ``rank`` reads in ``epoch`` (all of them when resampled)."""
+        """The shards rank ``rank`` reads in ``epoch`` (all of them when resampled, and for validation).
+
+        Validation is not split by rank: sharded (and DDP) collectives need every rank to run
+        the same number of batches, which a split of a few validation shards over many ranks
+        cannot promise (10 shards for the paper's 24 ranks would leave 14 ranks waiting).
+        Every rank scores the same clips, so ``val/loss`` does not depend on the rank count.
+        """
         urls = list(self.urls)
-        if self.train:
-            random.Random(stable_seed(self.seed, epoch)).shuffle(urls)  # same order on every rank, then split
+        if not self.train:
+            return urls
+        random.Random(stable_seed(self.seed, epoch)).shuffle(urls)  # same order on every rank, then split
         return urls if self.resampled else urls[rank::world_size]
 
     # -- stages (generators over the previous stage, run inside each worker) --------------
