@@ -204,10 +204,21 @@ def train(
     if num_train_videos < workers * data_args["batch_size"]:
         raise SystemExit(f"--train-videos must be at least {workers * data_args['batch_size']} (workers x batch size)")
     data = SyntheticShardsDataModule(**data_args)
+
+    class StepLog(L.Callback):
+        """One line every 50 steps: a long CPU run shows that it moves, and how fast."""
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step % 50 == 0:
+                elapsed = time.perf_counter() - start
+                print(f"step {trainer.global_step}/{steps}, {elapsed:.0f} s", flush=True)
+
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=out,
-        callbacks=[ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=300, save_top_k=-1, save_last=True)],
+        callbacks=[
+            ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=300, save_top_k=-1, save_last=True), StepLog(),
+        ],
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume)
