@@ -36,6 +36,7 @@ class SyntheticVideoSpec:
     num_objects: int = 3
     pan_speed: float = 2.0  # pixels per frame
     seed: int = 0
+    pan_heading: float | None = None  # radians, 0 = the camera moves right; None: drawn from seed
     crf: int = 18
     gop: int | None = None
 
@@ -130,7 +131,9 @@ def render_frames(spec: SyntheticVideoSpec):
     """Yield the video's frames, uint8 (height, width, 3) RGB."""
     rng = np.random.default_rng(spec.seed)
     n = spec.num_frames
-    heading = rng.uniform(0, 2 * math.pi)
+    heading = rng.uniform(0, 2 * math.pi)  # drawn even when fixed: the rest of the scene stays the seed's
+    if spec.pan_heading is not None:
+        heading = spec.pan_heading
     vx, vy = spec.pan_speed * math.cos(heading), spec.pan_speed * math.sin(heading)
     wobble = 0.15 * min(spec.height, spec.width)
     margin = int(wobble) + 2
