@@ -360,25 +360,43 @@ def coarse_to_fine(checkpoint: Path, args: argparse.Namespace, geometry: dict) -
     }
 
 
+SECTIONS = ("guide", "global", "c2f")
+
+
 def evaluate(args: argparse.Namespace) -> dict:
+    """Run ``args.sections`` and merge them into ``out/results.json`` (each section records its
+    own command, commit and date, so that one can be re-run alone, e.g. once a model is trained)."""
     geometry = load_config(args.config, args.quick)["data"]["init_args"]
     models = {v: m for v in (args.variant or VARIANTS) if (m := load_variant(args.out, v)) is not None}
     if not models:
         raise SystemExit(f"no trained variant under {args.out}: run `python benchmarks/ablations.py train --variant full` first")
-    budgets = {v: json.loads((args.out / v / "budget.json").read_text()) for v in models if (args.out / v / "budget.json").exists()}
-    results: dict = {
+    path = args.out / "results.json"
+    results: dict = json.loads(path.read_text()) if path.exists() and not args.quick else {}
+    results["budgets"] = {
+        **results.get("budgets", {}),
+        **{v: json.loads((args.out / v / "budget.json").read_text()) for v in models if (args.out / v / "budget.json").exists()},
+    }
+    header = {
         "command": "python benchmarks/ablations.py " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "budgets": budgets,
-        "sampling": {"estimate": "DDIM, 1 step from t = 999 (trailing)", "sample": f"DDIM {args.inference_steps} steps, trailing, s1 = {args.guidance_context:g}, s2 = {args.guidance_global:g} (0 for variants without global frames)"},
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "models": sorted(models),
+        "sampling": {
+            "estimate": "DDIM, 1 step from t = 999 (trailing), s1 = 1, s2 = 1 (0 for variants without global frames)",
+            "sample": f"DDIM {args.inference_steps} steps, trailing, s1 = {args.guidance_context:g}, s2 = {args.guidance_global:g} (0 for variants without global frames)",
+        },
     }
-    start = time.perf_counter()
-    results["guide_and_mask_modeling"] = guide_table(models, args, geometry)
-    results["global_frames"] = global_frames_sweep(models, args, geometry)
-    if "full" in models and args.long_videos:
-        results["coarse_to_fine"] = coarse_to_fine(args.out / "full" / "model.ckpt", args, geometry)
-    results["eval_seconds"] = round(time.perf_counter() - start, 1)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    runs = {
+        "guide": ("guide_and_mask_modeling", lambda: guide_table(models, args, geometry)),
+        "global": ("global_frames", lambda: global_frames_sweep(models, args, geometry)),
+        "c2f": ("coarse_to_fine", lambda: coarse_to_fine(args.out / "full" / "model.ckpt", args, geometry)),
+    }
+    for section in args.sections:
+        if section == "c2f" and ("full" not in models or not args.long_videos):
+            continue
+        key, run = runs[section]
+        start = time.perf_counter()
+        results[key] = {**header, **run(), "eval_seconds": round(time.perf_counter() - start, 1)}
+    path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results
 
@@ -410,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--long-frames", type=int, default=320)
     parser.add_argument("--segments", type=int, default=8, help="segments of a long video, for the drift")
     parser.add_argument("--c2f-steps", type=int, default=10, help="DDIM steps of the coarse-to-fine samples")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure (merged into results.json)")
     parser.add_argument("--quick", action="store_true", help="tiny models and few clips: a smoke test of the harness")
     args = parser.parse_args(argv)
     args.argv = argv
