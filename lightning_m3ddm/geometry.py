@@ -5,7 +5,9 @@ Pure integer/float math, no tensors. Coordinates are pixels, boxes half-open
 
 Targets are either an :class:`AspectRatio` (the frame is extended, centered, to
 that ratio) or an explicit :class:`Padding` in source pixels per side. Source
-pixels are never cropped: a target only ever adds border.
+pixels are never cropped: a target only ever adds border. :class:`Padding` is also
+the band widths of every mask (training augmentation, evaluation protocols): the
+region to generate is the bands, the known region the box inside them.
 
 Model canvas (:func:`canvas_layout`), as the released inference script builds it
 (``preprocess_frames_speed_square``): one canvas serves all targets of a video.
@@ -36,6 +38,7 @@ the canvas (:attr:`CanvasLayout.crops`). Deviations from the released script:
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +98,17 @@ class AspectRatio:
 
 @dataclass(frozen=True)
 class Padding:
-    """Border in pixels added to each side of a frame (all >= 0)."""
+    """Band widths in pixels on each side of a frame (all >= 0): the one rule for "bands per side".
+
+    As an outpainting target: the border added around a source frame. As a mask (training
+    augmentation, evaluation protocols): the bands of a frame to generate, the known
+    rectangle (:meth:`inner_box`) in between. Both are the same thing seen from the padded
+    frame: a source padded by ``p`` sits at ``p.inner_box`` of the padded frame, and
+    evaluation outpaints a protocol's bands by taking them as the padding target.
+
+    Fields are in the order of ``--padding LEFT,RIGHT,TOP,BOTTOM`` and of :attr:`label`;
+    build it with keywords where the order is not obvious.
+    """
 
     left: int = 0
     right: int = 0
@@ -105,8 +118,20 @@ class Padding:
     def __post_init__(self) -> None:
         for name in ("left", "right", "top", "bottom"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            # integral numbers of any kind (NumPy's from array shapes too), stored as int;
+            # bools and fractions are refused rather than truncated
+            try:
+                number = None if isinstance(value, bool) else operator.index(value)
+            except TypeError:
+                number = None
+            if number is None or number < 0:
                 raise ValueError(f"padding {name} must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, number)
+
+    @classmethod
+    def whole_frame(cls, width: int, height: int) -> Padding:
+        """Bands that cover a ``width x height`` frame: every side masked, nothing known."""
+        return cls(width - width // 2, width // 2, height - height // 2, height // 2)
 
     @property
     def is_zero(self) -> bool:
@@ -115,6 +140,20 @@ class Padding:
     def padded_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of a ``width x height`` frame with this border."""
         return width + self.left + self.right, height + self.top + self.bottom
+
+    def inner_box(self, width: int, height: int) -> Box:
+        """The rectangle of a ``width x height`` frame inside the bands (the known region).
+
+        Bands that meet or overlap leave an empty box, never one that wraps around (a
+        negative end would index from the far side of an array).
+        """
+        x0, y0 = min(self.left, width), min(self.top, height)
+        return Box(x0, y0, max(x0, width - self.right), max(y0, height - self.bottom))
+
+    def band_fraction(self, width: int, height: int) -> float:
+        """Fraction of a ``width x height`` frame covered by the bands."""
+        inner = self.inner_box(width, height)
+        return 1.0 - inner.width * inner.height / (width * height)
 
     @property
     def label(self) -> str:

@@ -7,15 +7,17 @@ import pytest
 import torch
 from scipy import stats
 
+from lightning_m3ddm.geometry import Padding
+
 from lightning_m3ddm.data.augmentation import (
     SIDES,
     AugmentationConfig,
     GuideCase,
     GuideFrameConfig,
     MaskConfig,
-    MaskGeometry,
     MaskStrategy,
     augment,
+    band_mask_tensor,
     mask_geometry,
     sample_guide_frames,
     sample_mask,
@@ -41,7 +43,7 @@ def test_snap_to_grid_rounds_to_multiples_of_eight_and_keeps_one_cell():
 def test_geometry_both_sides_share_the_ratio_equally():
     g = mask_geometry({"left", "right"}, 0.5, 256, 256)
     assert (g.left, g.right, g.top, g.bottom) == (64, 64, 0, 0)
-    assert g.masked_fraction(256, 256) == pytest.approx(0.5)
+    assert g.band_fraction(256, 256) == pytest.approx(0.5)
 
 
 def test_geometry_one_side_gets_the_whole_ratio():
@@ -63,10 +65,10 @@ def test_geometry_rejects_unknown_side_and_too_small_frames():
 
 
 def test_geometry_tensor_matches_band_widths():
-    m = MaskGeometry(top=8, bottom=16, left=0, right=24).to_tensor(64, 64)
-    assert m[:8].eq(1).all() and m[-16:].eq(1).all() and m[:, -24:].eq(1).all()
-    assert m[8:48, :40].eq(0).all()
-    assert MaskGeometry(whole=True).to_tensor(8, 8).eq(1).all()
+    m = band_mask_tensor(Padding(top=8, bottom=16, left=0, right=24), 64, 48)  # (height, width)
+    assert m.shape == (64, 48) and m[:8].eq(1).all() and m[-16:].eq(1).all() and m[:, -24:].eq(1).all()
+    assert m[8:48, :24].eq(0).all()
+    assert band_mask_tensor(Padding.whole_frame(8, 6), 6, 8).eq(1).all()
 
 
 def test_configs_reject_probabilities_not_summing_to_one():
@@ -133,7 +135,7 @@ def test_band_widths_follow_ratio_on_the_latent_grid(mask_draws):
     for d in mask_draws:
         g = d.geometry
         if d.strategy is MaskStrategy.WHOLE_FRAME:
-            assert g.whole and g.masked_fraction(H, W) == 1.0
+            assert g == Padding.whole_frame(W, H) and g.band_fraction(W, H) == 1.0
             continue
         for first, second, length in (("top", "bottom", H), ("left", "right", W)):
             widths = [getattr(g, s) for s in (first, second) if s in d.sides]

@@ -26,7 +26,7 @@ from lightning_m3ddm.evaluation.config import EvaluationConfig, check_config, ch
 from lightning_m3ddm.evaluation.fvd import uniform_frame_indices
 from lightning_m3ddm.evaluation.inputs import EvalVideo, clip_starts, fit_frame, read_video, resolve_videos
 from lightning_m3ddm.evaluation.metrics import ssim_map, ssim_map_torchmetrics
-from lightning_m3ddm.evaluation.model_runner import bands_padding, plan_key, protocol_schedule
+from lightning_m3ddm.evaluation.model_runner import plan_key, protocol_schedule
 from lightning_m3ddm.evaluation.protocols import PROTOCOLS, mask_bands, mask_for, override_protocol
 from lightning_m3ddm.geometry import canvas_layout
 
@@ -251,13 +251,14 @@ def test_bad_arguments_stop_before_any_model_work(tmp_path, capsys):
 
 
 def test_the_models_known_region_is_the_protocols():
-    """Source = known rectangle, target = band padding: the canvas puts the source exactly where the mask keeps it."""
+    """Source = known rectangle, target = the bands as padding: the canvas puts the source exactly where the mask keeps it."""
     for name, protocol in PROTOCOLS.items():
         size = protocol.frame_size
         bands = mask_bands(protocol, size, size)
-        y0, y1, x0, x1 = bands.known_box(size, size)
+        known = bands.inner_box(size, size)
+        x0, y0, x1, y1 = known.x0, known.y0, known.x1, known.y1
         for canvas in (256, 2 * size):
-            layout = canvas_layout(x1 - x0, y1 - y0, [bands_padding(bands)], canvas, canvas)
+            layout = canvas_layout(known.width, known.height, [bands], canvas, canvas)
             scale = canvas / size
             box = layout.source_box
             assert (box.x0, box.y0, box.x1, box.y1) == (x0 * scale, y0 * scale, x1 * scale, y1 * scale), name

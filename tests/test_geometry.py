@@ -111,6 +111,39 @@ def test_parse_padding():
         Padding(0, 0, 1.5, 0)
 
 
+def test_padding_is_the_band_widths_of_a_mask():
+    """One class for bands per side: the outpainting border and the mask bands of training and evaluation."""
+    bands = Padding(left=3, right=5, top=1, bottom=2)
+    assert bands.inner_box(20, 10) == Box(3, 1, 15, 8)  # (width, height), as padded_size
+    assert bands.band_fraction(20, 10) == pytest.approx(1 - 12 * 7 / 200)
+    source = bands.inner_box(*bands.padded_size(12, 7))
+    assert (source.width, source.height) == (12, 7)  # a padded source sits in the padded frame's inner box
+    assert Padding.whole_frame(7, 4) == Padding(4, 3, 2, 2) and Padding.whole_frame(7, 4).band_fraction(7, 4) == 1.0
+    import numpy as np
+
+    sized = Padding(left=np.int64(8), right=np.int32(2))  # widths computed from array shapes
+    assert sized == Padding(8, 2) and type(sized.left) is int
+    with pytest.raises(ValueError, match="bottom"):
+        Padding(bottom=True)
+
+
+def test_bands_wider_than_the_frame_mask_all_of_it():
+    """The old band classes disagreed here: MaskGeometry.masked_fraction said 1.0 for a band
+    wider than the frame while its to_tensor (and MaskBands.to_mask, the same way) wrapped a
+    negative slice bound around and left the first rows known. The inner box never wraps."""
+    import torch
+
+    from lightning_m3ddm.data.augmentation import band_mask_tensor
+    from lightning_m3ddm.evaluation.protocols import band_mask
+
+    for bands in (Padding(bottom=10), Padding(right=9), Padding(left=5, right=5), Padding(top=3, bottom=20)):
+        inner = bands.inner_box(8, 6)
+        assert inner.width * inner.height == 0 and bands.band_fraction(8, 6) == 1.0, bands
+        assert band_mask(bands, 6, 8).all() and band_mask_tensor(bands, 6, 8).eq(1).all(), bands
+    partial = Padding(left=2, top=1)
+    assert torch.equal(band_mask_tensor(partial, 6, 8).bool(), torch.from_numpy(band_mask(partial, 6, 8)))
+
+
 # ---------------------------------------------------------------- padding
 
 

@@ -26,7 +26,7 @@ def test_paths_globs_folders_and_list_files(tmp_path):
     assert [j.stem for j in jobs] == ["clip", "clip-2", "ad", "ad-2", "missing", "ad-3"]  # no output overwrites another
     assert jobs[0].targets == (AspectRatio(9, 16),)
     assert jobs[3].targets == (AspectRatio(1, 1), AspectRatio(4, 5))  # the list file's own targets
-    assert jobs[4].error is None  # a missing file fails when probed, with the other videos going on
+    assert "no such file" in jobs[4].error  # known before any decoding; the other videos go on
     assert jobs[5].error is not None and str(c) in jobs[5].error and "'9x16'" in jobs[5].error
 
 

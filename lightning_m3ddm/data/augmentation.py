@@ -28,7 +28,7 @@ from enum import Enum
 import torch
 from einops import rearrange, repeat
 
-from lightning_m3ddm.geometry import LATENT_SCALE
+from lightning_m3ddm.geometry import LATENT_SCALE, Padding
 
 SIDES = ("top", "bottom", "left", "right")
 
@@ -120,32 +120,12 @@ class AugmentationConfig:
     guide: GuideFrameConfig = field(default_factory=GuideFrameConfig)
 
 
-@dataclass(frozen=True)
-class MaskGeometry:
-    """Widths in pixels of the masked band on each side; ``whole`` masks every pixel."""
-
-    top: int = 0
-    bottom: int = 0
-    left: int = 0
-    right: int = 0
-    whole: bool = False
-
-    def to_tensor(self, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Float mask (height, width), 1 = region to generate."""
-        if self.whole:
-            return torch.ones(height, width, device=device)
-        mask = torch.zeros(height, width, device=device)
-        mask[: self.top] = 1
-        mask[height - self.bottom :] = 1
-        mask[:, : self.left] = 1
-        mask[:, width - self.right :] = 1
-        return mask
-
-    def masked_fraction(self, height: int, width: int) -> float:
-        if self.whole:
-            return 1.0
-        known = max(0, height - self.top - self.bottom) * max(0, width - self.left - self.right)
-        return 1.0 - known / (height * width)
+def band_mask_tensor(bands: Padding, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Float mask (height, width), 1 = region to generate: everything outside ``bands.inner_box``."""
+    mask = torch.ones(height, width, device=device)
+    known = bands.inner_box(width, height)
+    mask[known.y0 : known.y1, known.x0 : known.x1] = 0
+    return mask
 
 
 def snap_to_grid(pixels: float, grid: int) -> int:
@@ -153,7 +133,7 @@ def snap_to_grid(pixels: float, grid: int) -> int:
     return max(grid, int(round(pixels / grid)) * grid)
 
 
-def mask_geometry(sides: frozenset[str] | set[str], ratio: float, height: int, width: int, grid: int = LATENT_SCALE) -> MaskGeometry:
+def mask_geometry(sides: frozenset[str] | set[str], ratio: float, height: int, width: int, grid: int = LATENT_SCALE) -> Padding:
     """Band widths for masking ``sides`` with ``ratio`` of each masked axis (see module docstring).
 
     Raises:
@@ -175,7 +155,7 @@ def mask_geometry(sides: frozenset[str] | set[str], ratio: float, height: int, w
         per_side = min(per_side, max_per_side)
         for side in masked:
             widths[side] = per_side
-    return MaskGeometry(**widths)
+    return Padding(**widths)
 
 
 @dataclass(frozen=True)
@@ -185,7 +165,7 @@ class MaskSample:
     strategy: MaskStrategy
     sides: frozenset[str]
     ratio: float
-    geometry: MaskGeometry
+    geometry: Padding
 
 
 def _choice(probabilities: dict[str, float], generator: torch.Generator) -> str:
@@ -207,7 +187,7 @@ def sample_mask(config: MaskConfig, height: int, width: int, generator: torch.Ge
     strategy = MaskStrategy(_choice(config.strategy_probabilities(), generator))
     ratio = _uniform(config.ratio_min, config.ratio_max, generator)
     if strategy is MaskStrategy.WHOLE_FRAME:
-        return MaskSample(strategy, frozenset(SIDES), ratio, MaskGeometry(whole=True))
+        return MaskSample(strategy, frozenset(SIDES), ratio, Padding.whole_frame(width, height))
     if strategy is MaskStrategy.ALL_SIDES:
         sides = frozenset(SIDES)
     elif strategy is MaskStrategy.ONE_SIDE:
@@ -290,7 +270,7 @@ def augment(
     b, f, _, h, w = clips.shape
     samples = [sample_mask(config.mask, h, w, generator) for _ in range(b)]
     guides = [sample_guide_frames(config.guide, f, generator) for _ in range(b)]
-    spatial = torch.stack([s.geometry.to_tensor(h, w, device=clips.device) for s in samples])  # (B, H, W)
+    spatial = torch.stack([band_mask_tensor(s.geometry, h, w, device=clips.device) for s in samples])  # (B, H, W)
     guide = torch.tensor([g for _, g in guides], dtype=torch.bool, device=clips.device)  # (B, F)
     mask = repeat(spatial, "b h w -> b f 1 h w", f=f) * rearrange(~guide, "b f -> b f 1 1 1").to(spatial.dtype)
     masked_video = clips.masked_fill(mask.bool(), -1.0)

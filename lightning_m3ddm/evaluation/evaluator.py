@@ -40,7 +40,7 @@ from .fvd import FVDAccumulator, load_i3d, uniform_frame_indices
 from .inputs import EvalInputError, EvalVideo, VideoFrames, clip_starts, read_video
 from .metrics import METRICS, SCOPES, LPIPSScorer, MetricConfig, MetricAccumulator, VideoMetricAccumulator, VideoScores, metric_key
 from .model_runner import PipelineOutpainter, plan_key, protocol_schedule
-from .protocols import MaskProtocol, mask_bands, masked_fraction, protocol_changes
+from .protocols import MaskProtocol, band_mask, mask_bands, masked_fraction, protocol_changes
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class OutpaintingEvaluation(L.LightningModule):
         """Every method on one clip: uint8 (F, H, W, 3) ground truth at the protocol's size."""
         height, width = truth.shape[1:3]
         bands = mask_bands(protocol, height, width)
-        mask = bands.to_mask(height, width)
+        mask = band_mask(bands, height, width)
         fvd_index = uniform_frame_indices(len(truth), protocol.fvd_frames)
         fvd = self.fvd[protocol.name]
         fvd.add_real(protocol.name, to_unit(truth[fvd_index]))
@@ -231,7 +231,7 @@ class OutpaintingEvaluation(L.LightningModule):
         record = jsonable(asdict(protocol))
         record.update(
             bands_px={"top": bands.top, "bottom": bands.bottom, "left": bands.left, "right": bands.right},
-            masked_fraction=masked_fraction(bands.to_mask(size, size)),
+            masked_fraction=masked_fraction(band_mask(bands, size, size)),
             changes=changes,
             matches_paper=not changes,
         )

@@ -1,6 +1,7 @@
 """Test videos of an ``evaluate`` run and their frames at a protocol's geometry.
 
-Inputs (``data.init_args.inputs``), each one of:
+Inputs (``data.init_args.inputs``), expanded as predict expands its own
+(:mod:`lightning_m3ddm.video.inputs`), frame folders included; each one of:
 
 * a video file (mp4, mkv, webm, ...; SSv2 ships ``.webm``);
 * a folder of frame images (``.jpg``/``.jpeg``/``.png``), one video, frames in natural
@@ -9,7 +10,8 @@ Inputs (``data.init_args.inputs``), each one of:
   e.g. DAVIS ``JPEGImages/480p`` or YouTube-VOS ``valid/JPEGImages`` (one level deep);
 * a glob (``videos/*.webm``), sorted;
 * a list file (``.txt``, ``.list``, ``.lst``): one input per line, relative to the list
-  file's folder; blank lines and ``#`` comments skipped.
+  file's folder; blank lines and ``#`` comments skipped (a line with predict's per-video
+  targets after a TAB is reported: evaluate has no per-video settings).
 
 ``names_file`` keeps only the videos whose name (file stem or folder name) it lists,
 e.g. DAVIS ``ImageSets/2017/val.txt``.
@@ -29,23 +31,18 @@ side resized and center cropped (``center_crop``).
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.inputs import FRAME_EXTENSIONS, InputItem, expand_inputs, frame_files
 from lightning_m3ddm.video.names import unique_name
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-LIST_SUFFIXES = (".txt", ".list", ".lst")
-_GLOB_CHARS = set("*?[")
 # DAVIS: "24fps" sequences (Perazzi et al. 2016).
 DAVIS_FPS = 24.0
 
@@ -88,59 +85,6 @@ class VideoFrames:
     fps: float
 
 
-def natural_key(name: str) -> tuple:
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
-
-
-def frame_files(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, natural order."""
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS),
-        key=lambda p: natural_key(p.name),
-    )
-
-
-def _is_video_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _expand(entry: str, base: Path | None, allow_lists: bool) -> list[tuple[Path, str, str | None]]:
-    """(path, kind, error) for one input entry."""
-    text = str(entry).strip()
-    path = Path(text).expanduser()
-    if base is not None and not path.is_absolute():
-        path = base / path
-    if _GLOB_CHARS & set(text) and not path.exists():
-        matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True))]
-        items = [(m, "frames", None) if m.is_dir() else (m, "file", None) for m in matches]
-        items = [item for item in items if item[1] == "file" or frame_files(item[0])]
-        return items or [(path, "file", "no file or frame folder matches this pattern")]
-    if path.is_dir():
-        if frame_files(path):
-            return [(path, "frames", None)]
-        children = sorted(path.iterdir(), key=lambda p: natural_key(p.name))
-        items = [(c, "file", None) for c in children if _is_video_file(c)]
-        items += [(c, "frames", None) for c in children if c.is_dir() and frame_files(c)]
-        items.sort(key=lambda item: natural_key(item[0].name))
-        if not items:
-            return [(path, "frames", f"folder holds no frame images ({', '.join(FRAME_EXTENSIONS)}), no video file and no frame folder")]
-        return items
-    if allow_lists and path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-        items = []
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                items += _expand(line, path.parent, allow_lists=False)
-        return items or [(path, "file", "list file names no input")]
-    if not path.exists():
-        return [(path, "file", "no such file or folder")]
-    return [(path, "file", None)]
-
-
-def _name(path: Path, kind: str) -> str:
-    return path.name if kind == "frames" else path.stem
-
-
 def resolve_videos(
     inputs: str | Sequence[str],
     names: Sequence[str] | None = None,
@@ -166,23 +110,27 @@ def resolve_videos(
         raise ValueError(f"frames_fps must be > 0, got {frames_fps!r}")
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"max_frames must be None or an integer >= 1, got {max_frames!r}")
-    found: list[tuple[Path, str, str | None]] = []
-    for entry in inputs:
-        found += _expand(os.fspath(entry), None, allow_lists=True)
+    found = [_without_spec(item) for item in expand_inputs(inputs, frame_folders=True)]
     if names is not None:
         wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
-        kept = [item for item in found if item[2] is None and _name(item[0], item[1]) in wanted]
-        present = {_name(p, k) for p, k, _ in kept}
-        errors = [item for item in found if item[2] is not None]
-        missing = [(Path(n), "file", "listed in names_file but not found in the inputs") for n in wanted if n not in present]
+        kept = [item for item in found if item.error is None and item.name in wanted]
+        present = {item.name for item in kept}
+        errors = [item for item in found if item.error is not None]
+        missing = [InputItem(Path(n), error="listed in names_file but not found in the inputs") for n in wanted if n not in present]
         found = errors + kept + missing
     videos: list[EvalVideo] = []
     taken: dict[str, int] = {}
-    for path, kind, error in found:
-        name = unique_name(_name(path, kind) or "video", taken)
-        fps = float(frames_fps) if kind == "frames" else None
-        videos.append(EvalVideo(name, str(path), kind, fps, max_frames, error))
+    for item in found:
+        fps = float(frames_fps) if item.kind == "frames" else None
+        videos.append(EvalVideo(unique_name(item.name, taken), str(item.path), item.kind, fps, max_frames, item.error))
     return videos
+
+
+def _without_spec(item: InputItem) -> InputItem:
+    """A list-file line's settings after a TAB are predict's targets: evaluate has none to take."""
+    if item.spec is None or item.error is not None:
+        return item
+    return replace(item, spec=None, error=f"evaluate takes no per-video settings (list file gives {item.spec!r} after a TAB)")
 
 
 def read_names_file(path: str | os.PathLike) -> list[str]:

@@ -1,10 +1,11 @@
 """The model as an evaluated method: predict's outpainting pipeline on a masked test clip.
 
-A protocol's mask keeps a rectangle of each frame (``MaskBands.known_box``) and asks for
-everything around it. That is exactly an outpainting job: the *source* is the known
-rectangle, the *target* is an explicit :class:`~lightning_m3ddm.geometry.Padding` of the
-band widths, which restores the full frame. The model never sees a generated-region
-pixel of the ground truth.
+A protocol's mask keeps a rectangle of each frame and asks for everything around it.
+That is exactly an outpainting job: the protocol's bands are a
+:class:`~lightning_m3ddm.geometry.Padding`; the *source* is the rectangle inside them
+(:meth:`~lightning_m3ddm.geometry.Padding.inner_box`), the *target* the bands themselves,
+which restore the full frame. The model never sees a generated-region pixel of the
+ground truth.
 
 The clip goes through :meth:`OutpaintingPipeline.outpaint` unchanged (canvas layout,
 masked context and Telea start latents, global frames, the window plan, dual guidance,
@@ -35,7 +36,7 @@ from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.geometry import Padding
 from lightning_m3ddm.video.stream import SourceInfo
 
-from .protocols import MaskBands, MaskProtocol
+from .protocols import MaskProtocol
 
 # A dense plan whatever the length: the dense threshold is above any frame count.
 _ALWAYS_DENSE = sys.maxsize
@@ -66,11 +67,6 @@ def plan_key(schedule: ScheduleConfig, num_frames: int) -> tuple:
     return tuple(schedule.plan(num_frames).windows)
 
 
-def bands_padding(bands: MaskBands) -> Padding:
-    """The outpainting target that turns the known rectangle back into the full frame."""
-    return Padding(left=bands.left, right=bands.right, top=bands.top, bottom=bands.bottom)
-
-
 def canvas_to_frame(canvas: np.ndarray, crop, size: tuple[int, int]) -> np.ndarray:
     """The target's crop of a generated canvas at the evaluation size (width, height)."""
     region = canvas[crop.y0 : crop.y1, crop.x0 : crop.x1]
@@ -99,7 +95,7 @@ class PipelineOutpainter:
     def base_schedule(self) -> ScheduleConfig:
         return self.pipeline.schedule
 
-    def outpaint(self, frames: np.ndarray, bands: MaskBands, fps: float, schedule: ScheduleConfig) -> np.ndarray:
+    def outpaint(self, frames: np.ndarray, bands: Padding, fps: float, schedule: ScheduleConfig) -> np.ndarray:
         """Outpaint the masked bands of ``frames``.
 
         Args:
@@ -112,17 +108,17 @@ class PipelineOutpainter:
             uint8 (F, H, W, 3): generated bands, ground-truth known rectangle.
         """
         height, width = frames.shape[1:3]
-        y0, y1, x0, x1 = bands.known_box(height, width)
-        target = bands_padding(bands)
-        info = SourceInfo.from_frames(frames[:, y0:y1, x0:x1], fps, name="known")
+        known = bands.inner_box(width, height)
+        rows, cols = slice(known.y0, known.y1), slice(known.x0, known.x1)
+        info = SourceInfo.from_frames(frames[:, rows, cols], fps, name="known")
         work_dir = self.work_dir if self.work_dir is not None else self.pipeline.work_dir
-        video = self.pipeline.replace(schedule=schedule, work_dir=work_dir).outpaint(info, [target])
+        video = self.pipeline.replace(schedule=schedule, work_dir=work_dir).outpaint(info, [bands])
         try:
-            crop = video.layout.crop_for(target)
+            crop = video.layout.crop_for(bands)
             out = np.empty_like(frames)
             for index, canvas in enumerate(video.canvas_frames()):
                 out[index] = canvas_to_frame(canvas, crop, (width, height))
         finally:
             video.close()
-        out[:, y0:y1, x0:x1] = frames[:, y0:y1, x0:x1]
+        out[:, rows, cols] = frames[:, rows, cols]
         return out

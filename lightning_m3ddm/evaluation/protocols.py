@@ -62,7 +62,7 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_m3ddm.geometry import LATENT_SCALE
+from lightning_m3ddm.geometry import LATENT_SCALE, Padding
 
 # SD VAE: one latent cell per 8 x 8 pixels.
 LATENT_GRID = LATENT_SCALE  # the latent grid is geometry's
@@ -157,25 +157,12 @@ class MaskProtocol:
             raise ValueError(f"protocol {self.name!r}: grid must be >= 1, got {self.grid}")
 
 
-@dataclass(frozen=True)
-class MaskBands:
-    """Masked pixels per side; the known region is the rectangle in between."""
-
-    top: int = 0
-    bottom: int = 0
-    left: int = 0
-    right: int = 0
-
-    def known_box(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """Known rectangle as half-open ``(y0, y1, x0, x1)``."""
-        return self.top, height - self.bottom, self.left, width - self.right
-
-    def to_mask(self, height: int, width: int) -> np.ndarray:
-        """(height, width) bool, True = generate."""
-        mask = np.ones((height, width), dtype=bool)
-        y0, y1, x0, x1 = self.known_box(height, width)
-        mask[y0:y1, x0:x1] = False
-        return mask
+def band_mask(bands: Padding, height: int, width: int) -> np.ndarray:
+    """(height, width) bool, True = generate: everything outside ``bands.inner_box``."""
+    mask = np.ones((height, width), dtype=bool)
+    known = bands.inner_box(width, height)
+    mask[known.y0 : known.y1, known.x0 : known.x1] = False
+    return mask
 
 
 def _band_pixels(length: int, masked_fraction_per_side: float, sides_on_axis: int, grid: int) -> int:
@@ -191,8 +178,8 @@ def _band_pixels(length: int, masked_fraction_per_side: float, sides_on_axis: in
     return min(max(pixels, 1), (length - 1) // sides_on_axis)
 
 
-def mask_bands(protocol: MaskProtocol | str, height: int, width: int) -> MaskBands:
-    """Band widths of ``protocol`` on a ``height x width`` frame."""
+def mask_bands(protocol: MaskProtocol | str, height: int, width: int) -> Padding:
+    """Band widths of ``protocol`` on a ``height x width`` frame (the padding that restores it)."""
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -212,7 +199,7 @@ def mask_bands(protocol: MaskProtocol | str, height: int, width: int) -> MaskBan
             band = _band_pixels(length, protocol.ratio / len(masked), len(masked), protocol.grid)
             for side in masked:
                 widths[side] = band
-    return MaskBands(**widths)
+    return Padding(**widths)
 
 
 def mask_for(protocol: MaskProtocol | str, height: int, width: int) -> np.ndarray:
@@ -223,7 +210,7 @@ def mask_for(protocol: MaskProtocol | str, height: int, width: int) -> np.ndarra
         ValueError: non-positive size, or a frame too small to keep a known pixel.
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    return mask_bands(protocol, height, width).to_mask(height, width)
+    return band_mask(mask_bands(protocol, height, width), height, width)
 
 
 def masked_fraction(mask: np.ndarray) -> float:

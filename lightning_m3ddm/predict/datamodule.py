@@ -8,13 +8,11 @@ one has claimed, longest first (``assignment: balanced``), or a fixed share of t
 (``static``, as Lightning's distributed sampler); ``num_jobs``/``job_index`` split the
 list between SLURM array tasks first (:mod:`.assignment`).
 
-Inputs:
-* a video path (a missing one still becomes a job, which fails with a clear message);
-* a glob (``videos/*.mp4``, ``**`` recursive), sorted;
-* a folder: the video files directly inside it, sorted;
-* a list file (``.txt``, ``.list``, ``.lst``): one input per line (relative paths are
-  relative to the list file; blank lines and ``#`` comments skipped), optionally
-  followed by a TAB and that video's own targets (``clip.mp4<TAB>9:16,1:1``).
+Inputs: paths, globs, folders and list files, expanded as evaluate expands its own
+(:mod:`lightning_m3ddm.video.inputs`). An input that names no video (a missing path, a
+glob matching nothing, an empty folder) still becomes a job, which fails with a clear
+message while the other videos go on. A list-file line may give that video's own
+targets after a TAB (``clip.mp4<TAB>9:16,1:1``).
 
 Targets: ``target_ratio`` ("9:16", or several "9:16,1:1") and/or explicit ``padding``
 ("LEFT,RIGHT,TOP,BOTTOM" pixels) for every video without its own.
@@ -22,11 +20,9 @@ Targets: ``target_ratio`` ("9:16", or several "9:16,1:1") and/or explicit ``padd
 
 from __future__ import annotations
 
-import glob
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -35,13 +31,10 @@ from torch.utils.data import DataLoader
 from lightning_m3ddm.geometry import Target, parse_padding, parse_ratios
 from lightning_m3ddm.predict.assignment import array_share
 from lightning_m3ddm.predict.errors import PredictConfigError
-from lightning_m3ddm.video.decode import VIDEO_EXTENSIONS
+from lightning_m3ddm.video.inputs import expand_inputs
 from lightning_m3ddm.video.names import unique_name
 
 log = logging.getLogger(__name__)
-
-LIST_SUFFIXES = (".txt", ".list", ".lst")
-_GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
@@ -92,36 +85,6 @@ def _own_targets(spec: str) -> tuple[Target, ...]:
             raise err from None
 
 
-def _expand(entry: str, base: Path | None, allow_lists: bool) -> list[tuple[str, str | None, str | None]]:
-    """(path, own target spec, error) for one input entry."""
-    text = entry.strip()
-    path = Path(text).expanduser()
-    if base is not None and not path.is_absolute():
-        path = base / path
-    if _GLOB_CHARS & set(text) and not path.exists():
-        matches = sorted(glob.glob(str(path), recursive=True))
-        if not matches:
-            return [(str(path), None, f"{path}: no file matches this pattern")]
-        return [(m, None, None) for m in matches if not Path(m).is_dir()]
-    if path.is_dir():
-        videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-        if not videos:
-            return [(str(path), None, f"{path}: folder holds no video file ({', '.join(VIDEO_EXTENSIONS)})")]
-        return [(str(p), None, None) for p in videos]
-    if allow_lists and path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-        items = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            name, _, spec = line.partition("\t")
-            for item_path, _, error in _expand(name, path.parent, allow_lists=False):
-                items.append((item_path, spec.strip() or None, error))
-        if not items:
-            return [(str(path), None, f"{path}: list file names no video")]
-        return items
-    return [(str(path), None, None)]
-
-
 def resolve_jobs(
     inputs: str | Sequence[str], target_ratio: str | Sequence[str] | None = None, padding: str | None = None
 ) -> list[VideoJob]:
@@ -130,8 +93,6 @@ def resolve_jobs(
     Raises:
         PredictConfigError: the run-wide targets are missing or unparsable.
     """
-    if isinstance(inputs, str):
-        inputs = [inputs]
     default_targets: tuple[Target, ...] | None = None
     default_error: PredictConfigError | None = None
     try:
@@ -140,24 +101,24 @@ def resolve_jobs(
         default_error = err
     jobs: list[VideoJob] = []
     stems: dict[str, int] = {}
-    for entry in inputs:
-        for path, spec, error in _expand(str(entry), None, allow_lists=True):
-            stem = Path(path).stem or "video"
-            unique = unique_name(stem, stems)
-            if unique != stem:
-                log.warning("%s: another input is also named %r; writing it as %r", path, stem, unique)
-                stem = unique
-            targets: tuple[Target, ...] = ()
-            if error is None and spec is not None:
-                try:
-                    targets = _own_targets(spec)
-                except PredictConfigError as err:
-                    error = f"{path}: {err}"
-            elif error is None:
-                if default_error is not None:
-                    raise default_error
-                targets = default_targets
-            jobs.append(VideoJob(path, stem, targets, error))
+    for item in expand_inputs(inputs):
+        path, spec = str(item.path), item.spec
+        error = None if item.error is None else f"{path}: {item.error}"
+        stem = unique_name(item.name, stems)
+        if stem != item.name:
+            log.warning("%s: another input is also named %r; writing it as %r", path, item.name, stem)
+        if spec is None and default_error is not None:
+            # checked before the input's own error: missing targets stop the run before any work
+            raise default_error
+        targets: tuple[Target, ...] = ()
+        if error is None and spec is not None:
+            try:
+                targets = _own_targets(spec)
+            except PredictConfigError as err:
+                error = f"{path}: {err}"
+        elif error is None:
+            targets = default_targets
+        jobs.append(VideoJob(path, stem, targets, error))
     if not jobs:
         raise PredictConfigError("no input video given (--input PATHS)")
     return jobs

@@ -5,6 +5,9 @@
 * :mod:`.stream` -- a prediction source (:class:`~.stream.SourceInfo`: a probed file, or
   frames held in memory), decoding it front to back with bounded memory, and H.264 mp4
   writing with the source's audio carried over, atomically;
+* :mod:`.inputs` -- a run's input entries (paths, globs, folders, list files; frame
+  folders for evaluate) expanded to the videos they name, for predict and evaluate alike;
+  :mod:`.names` gives each a name unique within the run;
 * :mod:`.errors` -- :class:`~.errors.VideoDecodeError` and :class:`~.errors.VideoInputError`,
   one line each naming the file.
 """
