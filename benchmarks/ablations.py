@@ -78,6 +78,7 @@ def train_variant(args: argparse.Namespace, variant: str) -> Path:
     config = convergence.with_anneal(variant_config(load_config(args.config, args.quick), variant), args.steps, args.anneal_steps)
     out = args.out / variant
     out.mkdir(parents=True, exist_ok=True)
+    commit = git_commit()  # the code that trains, not whatever is checked out when it ends
     module = convergence.build_module(config, args.seed)
     seconds = convergence.train(
         module, config, args.steps, args.out / "data", args.seed, args.train_videos, out,
@@ -87,7 +88,7 @@ def train_variant(args: argparse.Namespace, variant: str) -> Path:
     budget = {
         "variant": variant, "steps": args.steps, "anneal_steps": args.anneal_steps, "seed": args.seed,
         "train_videos": args.train_videos, "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-        "commit": git_commit(),
+        "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
     }
     (out / "budget.json").write_text(json.dumps(budget, indent=2))
