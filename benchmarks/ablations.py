@@ -218,21 +218,20 @@ def guide_table(models: dict, args: argparse.Namespace, geometry: dict) -> dict:
                 s = region_scores(pred, batch["video"], mask, score_on)
                 rows.setdefault(f"{variant}/{kind}", {})[case] = summary(s)
                 per_clip[(f"{variant}/{kind}", case)] = s["psnr_per_clip"]
+    # each mechanism's effect, paired clip by clip: (name, row a, row b, guide cases)
+    comparisons = [
+        ("guide frames ({case} vs none), full", "full", "full", ("first", "first_and_last"), "none"),
+        ("mask modeling (MSDM w/o prompt vs SDM-like), {case}", "no_global", "sdm", tuple(GUIDE_CASES), None),
+        ("global frames (full vs w/o prompt), {case}", "full", "no_global", tuple(GUIDE_CASES), None),
+        ("full vs Telea, {case}", "full", "telea", tuple(GUIDE_CASES), None),
+    ]
     effects: dict = {}
-    for kind in ("estimate", "sample"):
-        for case in GUIDE_CASES:
-            if ("full/" + kind, case) in per_clip and ("full/" + kind, "none") in per_clip and case != "none":
-                effects[f"guide frames ({case} vs none), full, {kind}"] = paired(per_clip[("full/" + kind, case)], per_clip[("full/" + kind, "none")])
-            if ("no_global/" + kind, case) in per_clip and ("sdm/" + kind, case) in per_clip:
-                effects[f"mask modeling (MSDM w/o prompt vs SDM-like), {case}, {kind}"] = paired(
-                    per_clip[("no_global/" + kind, case)], per_clip[("sdm/" + kind, case)]
-                )
-            if ("full/" + kind, case) in per_clip and ("no_global/" + kind, case) in per_clip:
-                effects[f"global frames (full vs w/o prompt), {case}, {kind}"] = paired(
-                    per_clip[("full/" + kind, case)], per_clip[("no_global/" + kind, case)]
-                )
-            if ("full/" + kind, case) in per_clip:
-                effects[f"full vs Telea, {case}, {kind}"] = paired(per_clip[("full/" + kind, case)], per_clip[("telea", case)])
+    for name, a, b, cases, b_case in comparisons:
+        for kind in ("estimate", "sample"):
+            for case in cases:
+                row_a, row_b = (f"{a}/{kind}", case), (b if b == "telea" else f"{b}/{kind}", b_case or case)
+                if row_a in per_clip and row_b in per_clip:
+                    effects[f"{name.format(case=case)}, {kind}"] = paired(per_clip[row_a], per_clip[row_b])
     return {"clips": args.clips, "seed": EVAL_SEED, "scored_frames": score_on, "mask_ratio": float(mask.mean()), "rows": rows, "effects": effects}
 
 
@@ -402,13 +401,72 @@ def evaluate(args: argparse.Namespace) -> dict:
     return results
 
 
+def _effect(e: dict) -> str:
+    se = "" if e["stderr_db"] is None else f" ± {e['stderr_db']:.2f}"
+    return f"{e['mean_db']:+.2f}{se} dB ({e['clips_higher']}/{e['clips']})"
+
+
+def report(results: dict) -> str:
+    """Markdown tables of ``results.json``: what benchmarks/README.md quotes."""
+    lines = []
+    if guide := results.get("guide_and_mask_modeling"):
+        cases = list(GUIDE_CASES)
+        lines += [
+            f"Region PSNR (dB) / temporal error on frames {guide['scored_frames']} of {guide['clips']} held-out clips "
+            f"(seed {guide['seed']}), {guide['mask_ratio']:.0%} of the width generated; commit {guide['commit']}, {guide['date']}:",
+            "",
+            "| row | " + " | ".join(f"guides: {c}" for c in cases) + " |",
+            "|---|" + "---|" * len(cases),
+        ]
+        names = {"telea": "Telea (per frame)", "edge": "edge replication"}
+        for row, by_case in guide["rows"].items():
+            variant, _, kind = row.partition("/")
+            name = names.get(row) or f"{ROW_NAMES[variant]}, {kind}"
+            lines.append(f"| {name} | " + " | ".join(f"{by_case[c]['psnr_region']:.2f} / {by_case[c]['temporal_error']:.3f}" for c in cases) + " |")
+        lines += ["", "| effect (paired, clip by clip: mean ± standard error, clips higher) | |", "|---|---|"]
+        lines += [f"| {name} | {_effect(e)} |" for name, e in guide["effects"].items()]
+        lines.append("")
+    if sweep := results.get("global_frames"):
+        lines += [
+            f"Global frames: {sweep['clips']} sideways pans (seed {sweep['seed']}, every frame scored); commit {sweep['commit']}, {sweep['date']}:",
+            "",
+            "| row | region PSNR (dB) | temporal error |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {row} | {r['psnr_region']:.2f} | {r['temporal_error']:.3f} |" for row, r in sweep["rows"].items()]
+        lines += ["", "| effect | |", "|---|---|"]
+        lines += [f"| {name} | {_effect(e)} |" for name, e in sweep.get("effects", {}).items()]
+        if "sensitivity" in sweep:
+            lines += ["", "| relative change of the full model's output | " + " | ".join(sweep["sensitivity"]) + " |", "|---|" + "---|" * len(sweep["sensitivity"])]
+            for key in ("null_vs_real", "other_clip_vs_real"):
+                lines.append(f"| {key} | " + " | ".join(f"{v[key]:.4f}" for v in sweep["sensitivity"].values()) + " |")
+        lines.append("")
+    if c2f := results.get("coarse_to_fine"):
+        lines += [
+            f"Coarse-to-fine: {c2f['videos']} videos of {c2f['frames']} frames (seed {c2f['seed']}), window {c2f['window']}, "
+            f"DDIM {c2f['inference_steps']} steps, guidance {c2f['guidance']}; commit {c2f['commit']}, {c2f['date']}:",
+            "",
+            "| plan | levels | region PSNR (dB) | temporal error | PSNR by segment (first → last) | last − first segment (dB) | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in c2f["rows"].items():
+            segs = " ".join(f"{x:.1f}" for x in r["psnr_by_segment"])
+            lines.append(
+                f"| {name} | {r.get('plan', '')} | {r['psnr_region']:.2f} | {r['temporal_error']:.3f} | {segs} | "
+                f"{c2f['last_minus_first_segment_db'][name]:+.2f} | {c2f['seconds'].get(name, '')} |"
+            )
+        lines += ["", "| effect | |", "|---|---|"]
+        lines += [f"| {name} | {_effect(e)} |" for name, e in c2f["effects"].items()]
+    return "\n".join(lines)
+
+
 def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", choices=["train", "evaluate"], default="evaluate")
+    parser.add_argument("command", nargs="?", choices=["train", "evaluate", "report"], default="evaluate")
     parser.add_argument("--variant", choices=VARIANTS, action="append", help="train or evaluate these (default: all)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny_cpu.yaml")
     parser.add_argument("--steps", type=int, default=1000, help="training steps of every variant (the budget)")
@@ -443,6 +501,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         for variant in variants:
             train_variant(args, variant)
     if args.command == "train":
+        return None
+    if args.command == "report":
+        print(report(json.loads((args.out / "results.json").read_text())))
         return None
     return evaluate(args)
 

@@ -91,3 +91,6 @@ def test_quick_run_measures_every_mechanism(tmp_path):
     assert all(len(r["psnr_by_segment"]) == 2 for r in c2f["rows"].values())
     assert set(results["budgets"]) == set(ablations.VARIANTS)
     assert (tmp_path / "results.json").exists()
+    text = ablations.report(results)  # the tables benchmarks/README.md quotes
+    assert "| SDM-like (first/last guides only, no global frames), estimate |" in text
+    assert "| 30,15,1 |" in text and "null_vs_real" in text
