@@ -20,6 +20,7 @@ subcommand). Nothing here imports the training module, so inference never does.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -321,6 +322,7 @@ def export_checkpoint(
         }
         (tmp / PIPELINE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         (tmp / MODEL_CARD).write_text(model_card(settings) + (f"\n{notes.strip()}\n" if notes else ""))
+        _share_like_new_files(tmp)
         if output_dir.exists():
             output_dir.rmdir()
         tmp.rename(output_dir)
@@ -328,6 +330,17 @@ def export_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output_dir
+
+
+def _share_like_new_files(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes of ordinary new files (umask applied):
+    ``mkdtemp`` and safetensors' atomic save create them private to their owner, which would
+    keep an exported model from the other users of a shared machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def model_card(settings: dict) -> str:

@@ -64,3 +64,14 @@ def test_shipped_tiny_model_outpaints_and_says_where_it_came_from(tmp_path):
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         assert stream.frames == 6 and abs(stream.width / stream.height - 9 / 16) < 0.02
+
+
+def test_demo_guidance_is_the_best_of_the_models_validation_sweep(tmp_path):
+    import json
+
+    from lightning_m3ddm.demo import DEMO_GUIDANCE, best_estimate_guidance
+
+    assert best_estimate_guidance(tmp_path) == DEMO_GUIDANCE  # no record: unguided
+    sweep = {"1,1": {"psnr_region": 17.4}, "2,1": {"psnr_region": 17.9}, "2,4": {"psnr_region": 17.8}}
+    (tmp_path / "results.json").write_text(json.dumps({"validation_sweep": {"estimate_by_guidance": sweep}}))
+    assert best_estimate_guidance(tmp_path) == (2.0, 1.0)

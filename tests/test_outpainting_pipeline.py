@@ -2,6 +2,7 @@
 frames in memory and files, `export`, `predict --ckpt_path`, and the README's example."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def test_export_then_from_pretrained_gives_the_ema_unet(run, tmp_path, capsys):
     main(["export", "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "model")])
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # readable by the other users of a shared machine, as any new file (not private temp files)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [tmp_path / "model", *(tmp_path / "model").rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~umask, path
     pipe = OutpaintingPipeline.from_pretrained(tmp_path / "model")
     assert _same_weights(pipe.unet, module.ema_unet) and not _same_weights(pipe.unet, module.unet)
     # the autoencoder and the noise schedule travel with the weights
