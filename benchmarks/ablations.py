@@ -343,7 +343,7 @@ def coarse_to_fine(checkpoint: Path, args: argparse.Namespace, geometry: dict) -
             frames = ((video[:, :, :, side : size - side].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
             result = pipe(
                 frames, fps=24, padding=(side, side, 0, 0), num_inference_steps=args.c2f_steps,
-                guidance=(args.guidance_context, args.guidance_global), seed=args.seed, progress=False,
+                guidance=tuple(args.c2f_guidance), seed=args.seed, progress=False,
             )
             outputs.append(torch.from_numpy(np.asarray(result.frames)).permute(0, 3, 1, 2).float() / 127.5 - 1)
         seconds[name] = round(time.perf_counter() - start, 1)
@@ -355,7 +355,7 @@ def coarse_to_fine(checkpoint: Path, args: argparse.Namespace, geometry: dict) -
     drift = {name: round(per_segment[name][-1] - per_segment[name][0], 3) for name in per_segment}
     return {
         "videos": args.long_videos, "frames": args.long_frames, "window": window, "seed": EVAL_SEED + 900_000,
-        "inference_steps": args.c2f_steps, "guidance": [args.guidance_context, args.guidance_global], "segments": segments,
+        "inference_steps": args.c2f_steps, "guidance": list(args.c2f_guidance), "segments": segments,
         "rows": rows, "effects": effects, "last_minus_first_segment_db": drift, "seconds": seconds,
     }
 
@@ -479,14 +479,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--clips", type=int, default=16, help="held-out clips per measurement")
     parser.add_argument("--mask-ratio", type=float, default=0.5, help="fraction of the width generated (both sides)")
     parser.add_argument("--interval", type=int, default=2, help="source frames between clip frames (guide table)")
-    parser.add_argument("--inference-steps", type=int, default=25, help="DDIM steps of the samples")
+    parser.add_argument("--inference-steps", type=int, default=10, help="DDIM steps of the samples")
     parser.add_argument("--guidance-context", type=float, default=2.0, help="s1 of the samples (paper 4.4.1)")
     parser.add_argument("--guidance-global", type=float, default=4.0, help="s2 of the samples (paper 4.4.1)")
     parser.add_argument("--s2-sweep", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0], help="s2 of the global-frame sweep (estimates, s1 = 1)")
-    parser.add_argument("--long-videos", type=int, default=6, help="videos of the coarse-to-fine measurement; 0: skip it")
+    parser.add_argument("--long-videos", type=int, default=4, help="videos of the coarse-to-fine measurement; 0: skip it")
     parser.add_argument("--long-frames", type=int, default=320)
     parser.add_argument("--segments", type=int, default=8, help="segments of a long video, for the drift")
-    parser.add_argument("--c2f-steps", type=int, default=10, help="DDIM steps of the coarse-to-fine samples")
+    parser.add_argument("--c2f-steps", type=int, default=1, help="DDIM steps of the coarse-to-fine runs (1: the one-step estimate)")
+    parser.add_argument("--c2f-guidance", type=float, nargs=2, default=(1.0, 1.0), metavar=("S1", "S2"), help="guidance of the coarse-to-fine runs")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure (merged into results.json)")
     parser.add_argument("--quick", action="store_true", help="tiny models and few clips: a smoke test of the harness")
     args = parser.parse_args(argv)
