@@ -256,7 +256,7 @@ def global_frames_sweep(models: dict, args: argparse.Namespace, geometry: dict) 
             s = region_scores(convergence.outpaint(module, batch, 1, "ddim", "trailing", Guidance(1.0, s2), args.seed), batch["video"], mask, score_on)
             out["rows"][f"full/estimate s2={s2:g}"] = summary(s)
             per_clip[("estimate", s2)] = s["psnr_per_clip"]
-        for s2 in (0.0, args.guidance_global):
+        for s2 in (0.0, args.guidance_global) if args.global_samples else ():
             guidance = Guidance(args.guidance_context, s2)
             s = region_scores(convergence.outpaint(module, batch, args.inference_steps, "ddim", "trailing", guidance, args.seed), batch["video"], mask, score_on)
             out["rows"][f"full/sample s1={args.guidance_context:g} s2={s2:g}"] = summary(s)
@@ -264,10 +264,13 @@ def global_frames_sweep(models: dict, args: argparse.Namespace, geometry: dict) 
         out["effects"] = {
             f"estimate s2={s2:g} vs s2=0": paired(per_clip[("estimate", s2)], per_clip[("estimate", 0.0)]) for s2 in sweep if s2 != 0.0
         }
-        out["effects"][f"sample s2={args.guidance_global:g} vs s2=0"] = paired(per_clip[("sample", args.guidance_global)], per_clip[("sample", 0.0)])
+        if args.global_samples:
+            out["effects"][f"sample s2={args.guidance_global:g} vs s2=0"] = paired(per_clip[("sample", args.guidance_global)], per_clip[("sample", 0.0)])
         out["sensitivity"] = global_sensitivity(module, batch)
     if "no_global" in models:
         for kind, (steps, sampler, guidance) in model_runs("no_global", args).items():
+            if kind == "sample" and not args.global_samples:
+                continue
             s = region_scores(convergence.outpaint(models["no_global"], batch, steps, sampler, "trailing", guidance, args.seed), batch["video"], mask, score_on)
             out["rows"][f"no_global/{kind}"] = summary(s)
             per_clip[("no_global", kind)] = s["psnr_per_clip"]
@@ -490,6 +493,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--guidance-context", type=float, default=2.0, help="s1 of the samples (paper 4.4.1)")
     parser.add_argument("--guidance-global", type=float, default=4.0, help="s2 of the samples (paper 4.4.1)")
     parser.add_argument("--s2-sweep", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0], help="s2 of the global-frame sweep (estimates, s1 = 1)")
+    parser.add_argument(
+        "--global-samples", type=int, choices=(0, 1), default=1,
+        help="1: the global-frame section also samples (s2 = 0 and s2 = --guidance-global); 0: estimates only",
+    )
     parser.add_argument("--long-videos", type=int, default=4, help="videos of the coarse-to-fine measurement; 0: skip it")
     parser.add_argument("--long-frames", type=int, default=320)
     parser.add_argument("--segments", type=int, default=8, help="segments of a long video, for the drift")

@@ -142,7 +142,14 @@ class Guidance:
     global_frames: float = 4.0
 
     def branches(self) -> tuple[str, ...]:
-        """UNet branches eq. 4 needs: '00' = ε(∅,∅), '10' = ε(c1,∅), '11' = ε(c1,c2)."""
+        """UNet branches eq. 4 needs: '00' = ε(∅,∅), '10' = ε(c1,∅), '11' = ε(c1,c2).
+
+        A branch whose weight is 0 is not run: with s2 = 0 the global frames are never read,
+        so a model trained without them (p2 = 1, whose global encoder has only ever seen the
+        null frames) cannot put a non-finite ε(c1,c2) into the sum as 0 x inf = NaN.
+        """
+        if self.global_frames == 0.0:
+            return ("10",) if self.context == 1.0 else ("00", "10")
         if self.context == 1.0 and self.global_frames == 1.0:
             return ("11",)
         if self.context == 1.0:
@@ -152,9 +159,10 @@ class Guidance:
     def combine(self, eps: dict[str, torch.Tensor]) -> torch.Tensor:
         if set(eps) == {"11"}:
             return eps["11"]
-        e10, e11 = eps["10"], eps["11"]
+        e10 = eps["10"]
         e00 = eps.get("00", e10)
-        return e00 + self.context * (e10 - e00) + self.global_frames * (e11 - e10)
+        out = e00 + self.context * (e10 - e00)
+        return out + self.global_frames * (eps["11"] - e10) if "11" in eps else out
 
 
 def guided_noise(

@@ -75,6 +75,30 @@ def test_guidance_branch_selection():
     assert Guidance(1, 1).branches() == ("11",)
     e = {k: torch.randn(3) for k in ("00", "10", "11")}
     torch.testing.assert_close(Guidance(1, 4).combine({"10": e["10"], "11": e["11"]}), e["10"] + 4 * (e["11"] - e["10"]))
+    # s2 = 0: the global frames are not read at all
+    assert Guidance(2, 0).branches() == ("00", "10") and Guidance(1, 0).branches() == ("10",)
+    torch.testing.assert_close(Guidance(2, 0).combine({"00": e["00"], "10": e["10"]}), e["00"] + 2 * (e["10"] - e["00"]))
+
+
+def test_null_global_guidance_never_reads_the_global_tokens():
+    """Found by the ablations (benchmarks/ablations.py): a model trained without global frames
+    (p2 = 1) sampled with s2 = 0 gave NaN, because eq. 4 still ran its ε(c1, c2) branch on real
+    global frames its encoder had never seen (non-finite) and multiplied it by 0."""
+    from lightning_m3ddm.conditioning import Condition
+    from lightning_m3ddm.sampling import guided_noise
+
+    calls = []
+
+    def unet(x, t, fps, global_tokens):
+        calls.append(global_tokens)
+        return type("Out", (), {"sample": x[:, :4] * 0 + global_tokens.mean()})()
+
+    latents = torch.randn(2, 4, 3, 4, 4)
+    condition = Condition(torch.randn(2, 4, 3, 4, 4), torch.ones(2, 1, 3, 4, 4))
+    tokens, null_tokens = torch.full((2, 5, 8), float("inf")), torch.zeros(2, 5, 8)
+    for guidance in (Guidance(2, 0), Guidance(1, 0)):
+        eps = guided_noise(unet, latents, torch.tensor(999), condition, condition, tokens, null_tokens, torch.tensor([8, 8]), guidance)
+        assert torch.isfinite(eps).all() and torch.equal(calls[-1], torch.zeros_like(calls[-1]))
 
 
 def test_released_start_of_pndm_is_t961_then_timesteps_after_the_first():
