@@ -198,14 +198,23 @@ def model_runs(variant: str, args: argparse.Namespace) -> dict[str, tuple[int, s
     }
 
 
-def guide_table(models: dict, args: argparse.Namespace, geometry: dict) -> dict:
-    """Table 2 in miniature: every model and reference on the three guide cases (3.2.1)."""
+def guide_table(models: dict, args: argparse.Namespace, geometry: dict, previous: dict | None = None) -> dict:
+    """Table 2 in miniature: every model and reference on the three guide cases (3.2.1).
+
+    ``previous``: this section of an earlier run on the same clips; its rows are kept and the
+    models given here are (re)scored, so that a model trained later joins the same table."""
     size, frames, n_global = geometry["resolution"], geometry["num_frames"], geometry["num_global_frames"]
     mask = convergence.horizontal_mask(size, args.mask_ratio)
     base = convergence.masked_batch(*clip_set(args.clips, size, frames, n_global, args.interval, EVAL_SEED), mask)
     score_on = scored_frames(frames)
     rows: dict = {}
     per_clip: dict = {}
+    if previous and previous.get("clips") == args.clips and previous.get("scored_frames") == score_on:
+        rows = {row: dict(by_case) for row, by_case in previous["rows"].items() if row.partition("/")[0] not in models}
+        per_clip = {
+            tuple(key.split("|")): torch.tensor(values) for key, values in previous.get("psnr_per_clip", {}).items()
+            if key.split("|")[0].partition("/")[0] not in models
+        }
     for case, guides in GUIDE_CASES.items():
         batch = with_guides(base, guides)
         for ref in ("telea", "edge"):
@@ -234,7 +243,10 @@ def guide_table(models: dict, args: argparse.Namespace, geometry: dict) -> dict:
                 row_a, row_b = (f"{a}/{kind}", case), (b if b == "telea" else f"{b}/{kind}", b_case or case)
                 if row_a in per_clip and row_b in per_clip:
                     effects[f"{name.format(case=case)}, {kind}"] = paired(per_clip[row_a], per_clip[row_b])
-    return {"clips": args.clips, "seed": EVAL_SEED, "scored_frames": score_on, "mask_ratio": float(mask.mean()), "rows": rows, "effects": effects}
+    return {
+        "clips": args.clips, "seed": EVAL_SEED, "scored_frames": score_on, "mask_ratio": float(mask.mean()), "rows": rows,
+        "effects": effects, "psnr_per_clip": {f"{row}|{case}": [round(float(x), 4) for x in v] for (row, case), v in per_clip.items()},
+    }
 
 
 def global_frames_sweep(models: dict, args: argparse.Namespace, geometry: dict) -> dict:
@@ -391,7 +403,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         },
     }
     runs = {
-        "guide": ("guide_and_mask_modeling", lambda: guide_table(models, args, geometry)),
+        "guide": ("guide_and_mask_modeling", lambda: guide_table(models, args, geometry, results.get("guide_and_mask_modeling"))),
         "global": ("global_frames", lambda: global_frames_sweep(models, args, geometry)),
         "c2f": ("coarse_to_fine", lambda: coarse_to_fine(args.out / "full" / "model.ckpt", args, geometry)),
     }
@@ -400,7 +412,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             continue
         key, run = runs[section]
         start = time.perf_counter()
-        results[key] = {**header, **run(), "eval_seconds": round(time.perf_counter() - start, 1)}
+        section = run()
+        runs = [*(results.get(key) or {}).get("runs", []), {k: header[k] for k in ("command", "commit", "date", "models")}]
+        results[key] = {**header, **section, "eval_seconds": round(time.perf_counter() - start, 1), "runs": runs}
     path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results
