@@ -413,8 +413,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         key, run = runs[section]
         start = time.perf_counter()
         section = run()
-        runs = [*(results.get(key) or {}).get("runs", []), {k: header[k] for k in ("command", "commit", "date", "models")}]
-        results[key] = {**header, **section, "eval_seconds": round(time.perf_counter() - start, 1), "runs": runs}
+        history = [*(results.get(key) or {}).get("runs", []), {k: header[k] for k in ("command", "commit", "date", "models")}]
+        results[key] = {**header, **section, "eval_seconds": round(time.perf_counter() - start, 1), "runs": history}
     path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results
