@@ -57,7 +57,11 @@ def test_sharded_step_equals_one_process_on_the_global_batch(run):
     for record in ranks:
         assert record["grads"].keys() == grads.keys()
         for name, grad in grads.items():
-            torch.testing.assert_close(record["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+            # float32 sums in another order (gloo's all-reduce, the conv backward's blocking) differ
+            # by rounding of the largest terms, not of each element: the tolerance scales with the
+            # tensor's largest entry. A rank left out of the average would be off by about 50%.
+            atol = 1e-7 + 1e-5 * grad.abs().max().item()
+            torch.testing.assert_close(record["grads"][name], grad, rtol=1e-5, atol=atol, msg=name)
     norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()]))
     for record in ranks:
         torch.testing.assert_close(torch.tensor(record["grad_norms"][0]), norm, rtol=1e-5, atol=0)
