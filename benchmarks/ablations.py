@@ -80,9 +80,15 @@ def train_variant(args: argparse.Namespace, variant: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     commit = git_commit()  # the code that trains, not whatever is checked out when it ends
     module = convergence.build_module(config, args.seed)
+    resume = None
+    if args.resume:  # a run stopped part-way continues from its last checkpoint: same budget, same schedule
+        resume = out / "checkpoints" / "last.ckpt"
+        if not resume.is_file():
+            raise SystemExit(f"--resume: {resume} does not exist; train {variant} without --resume")
+        resumed_step = torch.load(resume, map_location="cpu", weights_only=False)["global_step"]
     seconds = convergence.train(
         module, config, args.steps, args.out / "data", args.seed, args.train_videos, out,
-        num_workers=0 if args.quick else args.num_workers,
+        num_workers=0 if args.quick else args.num_workers, resume=resume,
     )
     module.trainer.save_checkpoint(out / "model.ckpt")
     budget = {
@@ -91,6 +97,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> Path:
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if resume is not None:  # train_seconds covers the steps after the resume only
+        budget["resumed_from_step"] = resumed_step
     (out / "budget.json").write_text(json.dumps(budget, indent=2))
     return out / "model.ckpt"
 
@@ -492,6 +500,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--steps", type=int, default=1000, help="training steps of every variant (the budget)")
     parser.add_argument("--anneal-steps", type=int, default=350)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="train: continue each variant from its checkpoints/last.ckpt (a run that was stopped)",
+    )
     parser.add_argument("--train-videos", type=int, default=512)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")

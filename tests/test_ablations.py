@@ -3,6 +3,7 @@ guide cases reach the model, and the whole harness runs (--quick)."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -94,3 +95,12 @@ def test_quick_run_measures_every_mechanism(tmp_path):
     text = ablations.report(results)  # the tables benchmarks/README.md quotes
     assert "| SDM-like (first/last guides only, no global frames), estimate |" in text
     assert "| 30,15,1 |" in text and "null_vs_real" in text
+    # a stopped run continues from its last checkpoint and says so in its budget
+    assert ablations.main(["train", "--quick", "--variant", "sdm", "--out", str(tmp_path), "--resume"]) is None
+    budget = json.loads((tmp_path / "sdm" / "budget.json").read_text())
+    assert budget["resumed_from_step"] == 3 and budget["steps"] == 3
+
+
+def test_resume_without_a_checkpoint_names_the_missing_file(tmp_path):
+    with pytest.raises(SystemExit, match=r"sdm/checkpoints/last\.ckpt does not exist"):
+        ablations.main(["train", "--quick", "--variant", "sdm", "--out", str(tmp_path), "--resume"])
