@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers, each given whole test files (module fixtures such as the sharded run are
+# built once): most tests use one core, so this cuts the suite's wall time by about a quarter.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 # outpaints two clips with the tiny model kept in examples/tiny_model
 demo: $(STAMP)
