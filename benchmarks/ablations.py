@@ -181,6 +181,69 @@ def baseline(name: str, batch: dict) -> torch.Tensor:
     return out
 
 
+def translated(image: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """``image`` (C, H, W) read at (x + dx, y + dy) for each (dx, dy) of ``shifts`` (S, 2),
+    bilinear, 0 outside the frame: (S, C, H, W)."""
+    _, h, w = image.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    gx = 2 * (xs[None] + shifts[:, 0, None, None]) / (w - 1) - 1
+    gy = 2 * (ys[None] + shifts[:, 1, None, None]) / (h - 1) - 1
+    grid = torch.stack([gx, gy], dim=-1)  # (S, H, W, 2)
+    return torch.nn.functional.grid_sample(
+        image.expand(len(shifts), *image.shape), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+
+
+def _best_shift(frame: torch.Tensor, known: torch.Tensor, source: torch.Tensor, source_known: torch.Tensor,
+                shifts: torch.Tensor, min_overlap: int) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+    """The shift of ``shifts`` that lines ``source``'s known pixels up best with ``frame``'s:
+    (shift, mean squared error over the overlap, the shifted source, where it is known)."""
+    candidates = translated(source, shifts)  # (S, C, H, W)
+    covered = translated(source_known[None].float(), shifts)[:, 0] >= 0.999  # (S, H, W)
+    overlap = covered & known[None]
+    count = overlap.flatten(1).sum(1)
+    err = ((candidates - frame[None]) ** 2).mean(1)  # (S, H, W)
+    mse = (err * overlap).flatten(1).sum(1) / count.clamp_min(1)
+    mse[count < min_overlap] = float("inf")
+    k = int(mse.argmin())
+    return shifts[k], float(mse[k]), candidates[k], covered[k]
+
+
+def registered_global_copy(batch: dict, max_shift: tuple[int, int] = (30, 10), min_overlap: int = 256) -> torch.Tensor:
+    """What the global frames carry about the bands, read without a model: each frame's masked
+    pixels copied from the global frame that lines up best with it.
+
+    For every clip frame and global frame, the translation (whole pixels up to ``max_shift``
+    (dx, dy), then refined to a quarter pixel, bilinear) that best matches the global frame's
+    known pixels to the frame's known pixels over at least ``min_overlap`` pixels is found;
+    each masked pixel takes the value of the best-matching global frame that covers it there,
+    and Telea's where none does. Only the model's inputs are read: the masked clip and the
+    global frames, masked like it (3.2.2). Moving objects and the camera's zoom-free wobble
+    are what a translation cannot explain.
+    """
+    masked, mask, global_frames = batch["masked_video"], batch["mask"], batch["global_frames"]
+    n, f = masked.shape[:2]
+    mx, my = max_shift
+    coarse = torch.cartesian_prod(torch.arange(-mx, mx + 1.0), torch.arange(-my, my + 1.0))
+    fine = torch.cartesian_prod(torch.arange(-1, 1.01, 0.25), torch.arange(-1, 1.01, 0.25))
+    out = baseline("telea", batch)
+    for i in range(n):
+        known = ~mask[i, :, 0].bool()  # (F, H, W)
+        global_known = ~mask[i, 0, 0].bool()  # global frames are masked like the context
+        best_err = torch.full(known.shape, float("inf"))
+        for g in range(global_frames.shape[1]):
+            source = global_frames[i, g]
+            for t in range(f):
+                shift, mse, _, _ = _best_shift(masked[i, t], known[t], source, global_known, coarse, min_overlap)
+                if mse == float("inf"):
+                    continue
+                _, mse, copy, covered = _best_shift(masked[i, t], known[t], source, global_known, shift + fine, min_overlap)
+                fill = covered & ~known[t] & (mse < best_err[t])  # (H, W)
+                out[i, t][:, fill] = copy[:, fill]
+                best_err[t][fill] = mse
+    return out
+
+
 def load_variant(out: Path, variant: str):
     from lightning_m3ddm.lit_module import M3DDMLitModule
 
@@ -269,6 +332,11 @@ def global_frames_sweep(models: dict, args: argparse.Namespace, geometry: dict) 
     per_clip: dict = {}
     telea = region_scores(baseline("telea", batch), batch["video"], mask, score_on)
     out["rows"]["telea"] = summary(telea)
+    # how much the global frames carry, read without a model: an upper reference for what
+    # they could add (a model that ignores them cannot beat Telea by this route)
+    copy = region_scores(registered_global_copy(batch), batch["video"], mask, score_on)
+    out["rows"]["global-frame copy (registered)"] = summary(copy)
+    out["effects"] = {"global-frame copy vs telea": paired(copy["psnr_per_clip"], telea["psnr_per_clip"])}
     if "full" in models:
         module = models["full"]
         sweep = sorted({0.0, 1.0, *args.s2_sweep})  # null global frames, and the unguided estimate
@@ -281,9 +349,10 @@ def global_frames_sweep(models: dict, args: argparse.Namespace, geometry: dict) 
             s = region_scores(convergence.outpaint(module, batch, args.inference_steps, "ddim", "trailing", guidance, args.seed), batch["video"], mask, score_on)
             out["rows"][f"full/sample s1={args.guidance_context:g} s2={s2:g}"] = summary(s)
             per_clip[("sample", s2)] = s["psnr_per_clip"]
-        out["effects"] = {
+        out["effects"].update({
             f"estimate s2={s2:g} vs s2=0": paired(per_clip[("estimate", s2)], per_clip[("estimate", 0.0)]) for s2 in sweep if s2 != 0.0
-        }
+        })
+        out["effects"]["global-frame copy vs full estimate (s2=1)"] = paired(copy["psnr_per_clip"], per_clip[("estimate", 1.0)])
         if args.global_samples:
             out["effects"][f"sample s2={args.guidance_global:g} vs s2=0"] = paired(per_clip[("sample", args.guidance_global)], per_clip[("sample", 0.0)])
         out["sensitivity"] = global_sensitivity(module, batch)

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ablations  # noqa: E402
+import convergence  # noqa: E402
 
 from lightning_m3ddm.data.augmentation import AugmentationConfig  # noqa: E402
 
@@ -84,7 +85,8 @@ def test_quick_run_measures_every_mechanism(tmp_path):
     assert "mask modeling (MSDM w/o prompt vs SDM-like), none, estimate" in table["effects"]
     assert "guide frames (first vs none), full, sample" in table["effects"]
     sweep = results["global_frames"]
-    assert {"full/estimate s2=0", "full/estimate s2=4", "no_global/estimate"} <= set(sweep["rows"])
+    assert {"full/estimate s2=0", "full/estimate s2=4", "no_global/estimate", "global-frame copy (registered)"} <= set(sweep["rows"])
+    assert "global-frame copy vs full estimate (s2=1)" in sweep["effects"]
     # the global frames reach the UNet: replacing them moves the prediction
     assert all(v["null_vs_real"] > 0 for v in sweep["sensitivity"].values())
     c2f = results["coarse_to_fine"]
@@ -104,3 +106,30 @@ def test_quick_run_measures_every_mechanism(tmp_path):
 def test_resume_without_a_checkpoint_names_the_missing_file(tmp_path):
     with pytest.raises(SystemExit, match=r"sdm/checkpoints/last\.ckpt does not exist"):
         ablations.main(["train", "--quick", "--variant", "sdm", "--out", str(tmp_path), "--resume"])
+
+
+def test_registered_global_copy_recovers_a_pan_from_the_global_frames():
+    # a smooth texture seen by a camera moving 1.5 px right and 0.5 px down per frame; the
+    # clip's bands are where the global frames (8 frames before, 11 after) saw them, so the
+    # copy must find each translation's sign and size, to a fraction of a pixel
+    width, height, frames = 48, 24, 4
+
+    def view(t: float) -> torch.Tensor:  # (3, H, W): the scene seen at time t
+        xs = torch.arange(width, dtype=torch.float32)[None] + 1.5 * t
+        ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5 * t
+        return torch.stack([0.5 * torch.sin(xs / 3.0 + c) * torch.cos(xs / 7.0) + 0.3 * torch.sin(ys / 4.0 + c) for c in range(3)])
+
+    clips = torch.stack([view(t) for t in range(frames)])[None]  # (1, F, 3, H, W)
+    global_frames = torch.stack([view(-8.0), view(11.0)])[None]
+    mask = torch.zeros(height, width)
+    mask[:, :8] = 1
+    mask[:, -8:] = 1
+    batch = convergence.masked_batch(clips, global_frames, 24, mask)
+    copy = ablations.registered_global_copy(batch, max_shift=(20, 6), min_overlap=64)
+    telea = ablations.baseline("telea", batch)
+    m = mask.bool().expand(1, frames, 3, height, width).clone()
+    m[..., :6, :] = m[..., -6:, :] = False  # rows a 5.5 px vertical shift brings from outside the global frames
+    assert (copy - clips).abs()[m].max() < 0.02  # every band pixel was seen by a global frame
+    known = ~mask.bool().expand(1, frames, 3, height, width)
+    assert (copy - clips).abs()[known].max() <= 1 / 127.5  # the known pixels are kept (to 8 bits)
+    assert (telea - clips).abs()[m].mean() > 10 * (copy - clips).abs()[m].mean()
