@@ -73,7 +73,7 @@ QUICK_CONFIGS = (Config(1, "balanced", 2),)
 
 
 def make_videos(folder: Path, lengths) -> list[Path]:
-    from lightning_m3ddm.predict.sample_videos import write_sample_video
+    from lightning_m3ddm.video.samples import write_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     videos = []

@@ -184,17 +184,16 @@ def _cli_args(run: RunSpec, video: Path, out_dir: Path) -> list[str]:
 
 
 def _count_frames(path: Path) -> int:
-    import av
+    from lightning_m3ddm.video.decode import iter_frames
 
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
+    return sum(1 for _ in iter_frames(path))
 
 
 def _worker_run(run: RunSpec, workdir: Path, isolated: bool) -> dict:
     from unittest import mock
 
     from lightning_m3ddm import cli
-    from lightning_m3ddm.predict.sample_videos import write_sample_video
+    from lightning_m3ddm.video.samples import write_sample_video
 
     width, height = run.video_size
     video = workdir / "videos" / f"clip_{run.frames}f_{width}x{height}.mp4"

@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
+
+from lightning_m3ddm.video.decode import iter_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -57,8 +58,7 @@ def _cli(args: list[str], cwd: Path) -> None:
 
 
 def _middle_frame(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = list(iter_frames(path))
     return frames[len(frames) // 2]
 
 

@@ -19,7 +19,7 @@ from lightning_m3ddm.evaluation.results import write_results
 from lightning_m3ddm.models.unet_3d import M3DDMUNet
 from lightning_m3ddm.predict.cli_args import check_predict_arguments
 from lightning_m3ddm.predict.datamodule import resolve_jobs
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 from lightning_m3ddm.weights import UNetInit, build_unet
 
 REPO = Path(__file__).resolve().parents[1]

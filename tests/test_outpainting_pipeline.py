@@ -15,7 +15,7 @@ from lightning_m3ddm import OutpaintingPipeline
 from lightning_m3ddm.autoencoders import PixelUnshuffleAutoencoder
 from lightning_m3ddm.checkpoints import CheckpointError
 from lightning_m3ddm.cli import main
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 from lightning_m3ddm.weights import load_pretrained_unet, trained_defaults
 
 from test_predict_weights import SMALL, _one_thread  # noqa: F401  (the tiny UNet; one thread per test)

@@ -21,7 +21,7 @@ from lightning_m3ddm.predict.leftovers import owner_tag, partial_owner, remove_l
 from lightning_m3ddm.predict.preemption import Preempted, PreemptionGuard, critical
 from lightning_m3ddm.predict.report import read_report, summarize
 from lightning_m3ddm.predict.resume import mismatch
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "predict_tiny.yaml")

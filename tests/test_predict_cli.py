@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lightning_m3ddm.cli import main
-from lightning_m3ddm.predict.sample_videos import (
+from lightning_m3ddm.video.samples import (
     write_sample_video,
     write_truncated_copy,
     write_zero_frame_video,

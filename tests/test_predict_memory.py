@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 
 REPO = Path(__file__).resolve().parents[1]
 # Allocator and thread-arena noise. Holding the long video in RAM would cost far more: its

@@ -22,7 +22,7 @@ from lightning_m3ddm.predict.pipeline import (
     global_frame_indices,
     scheduler_for,
 )
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 from lightning_m3ddm.sampling import Guidance, guided_noise
 from lightning_m3ddm.testing import randomize_weights

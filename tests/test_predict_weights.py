@@ -18,7 +18,7 @@ from lightning_m3ddm.predict.pipeline import SamplingConfig
 from lightning_m3ddm.coarse_to_fine import ScheduleConfig
 from lightning_m3ddm.predict.pipeline import GlobalFramesConfig
 from lightning_m3ddm.predict.predictor import M3DDMPredictor, weight_defaults
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 from lightning_m3ddm.predict.writer import OutpaintingWriter
 
 def build_unet(weights, config, channels, seed=0):

@@ -11,7 +11,7 @@ from lightning_m3ddm.geometry import Box, parse_ratio
 from lightning_m3ddm.predict.canvas import CanvasPainter
 from lightning_m3ddm.predict.composite import NativeCompositor
 from lightning_m3ddm.predict.pipeline import OutpaintingPipeline, SamplingConfig, scheduler_for
-from lightning_m3ddm.predict.sample_videos import write_sample_video
+from lightning_m3ddm.video.samples import write_sample_video
 from lightning_m3ddm.predict.tiling import TilingConfig, coherence_start
 from lightning_m3ddm.video.stream import iter_source_frames, probe_source
 from lightning_m3ddm.sampling import Guidance, sample_latents

@@ -8,7 +8,7 @@ import pytest
 
 from lightning_m3ddm.predict.errors import VideoInputError
 from lightning_m3ddm.predict.latent_store import LatentStore
-from lightning_m3ddm.predict.sample_videos import (
+from lightning_m3ddm.video.samples import (
     render_frame,
     write_sample_video,
     write_truncated_copy,

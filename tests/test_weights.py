@@ -23,3 +23,16 @@ def test_predict_and_evaluation_do_not_import_the_training_module():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_only_the_video_package_opens_video_files():
+    """Video I/O lives in lightning_m3ddm/video: no other module imports PyAV or OpenCV's readers."""
+    package = ROOT / "lightning_m3ddm"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent == package / "video":
+            continue
+        text = path.read_text()
+        if any(pattern in text for pattern in ("import av\n", "from av ", "av.open(", "cv2.VideoCapture", "cv2.VideoWriter")):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

@@ -23,7 +23,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
-import av
+from lightning_m3ddm.video.decode import header_frame_count
+
 
 Assignment = Literal["balanced", "static"]
 T = TypeVar("T")
@@ -85,22 +86,3 @@ def length_estimates(paths: Sequence[str]) -> list[float]:
     return sizes
 
 
-def header_frame_count(path: str | os.PathLike) -> float:
-    """Frame count as the container header states it (no decoding; 0 when unknown or unreadable).
-
-    Cheap enough to order a catalogue (one header read per file); exact counts come from
-    the probe when the video is prepared.
-    """
-    try:
-        with av.open(os.fspath(path)) as container:
-            stream = container.streams.video[0]
-            if stream.frames:
-                return float(stream.frames)
-            rate = stream.average_rate or stream.guessed_rate
-            if stream.duration is not None and stream.time_base is not None and rate:
-                return float(stream.duration * stream.time_base * rate)
-            if container.duration is not None and rate:
-                return float(container.duration / av.time_base * rate)
-    except (av.error.FFmpegError, IndexError, OSError, ValueError):
-        pass
-    return 0.0

@@ -9,5 +9,9 @@
   folders for evaluate) expanded to the videos they name, for predict and evaluate alike;
   :mod:`.names` gives each a name unique within the run;
 * :mod:`.errors` -- :class:`~.errors.VideoDecodeError` and :class:`~.errors.VideoInputError`,
-  one line each naming the file.
+  one line each naming the file;
+* :mod:`.samples` -- small generated videos, optionally with a sound track, for tests and
+  benchmarks.
+
+Nothing else in the package opens a video file itself.
 """
